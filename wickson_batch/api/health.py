@@ -1,0 +1,35 @@
+"""Liveness and readiness: not authenticated, not rate limited."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask.typing import ResponseReturnValue
+
+from ..errors import ServiceUnavailable
+from ..services.errors import DomainError
+from ..stores import stores
+
+bp = Blueprint("health", __name__)
+
+
+@bp.route("/healthz", methods=["GET"])
+def healthz() -> ResponseReturnValue:
+    """Answer while the process serves requests."""
+    return {"success": True, "data": {"status": "ok"}}
+
+
+@bp.route("/readyz", methods=["GET"])
+def readyz() -> ResponseReturnValue:
+    """Answer 200 when both stores answer, else 503 naming the one that does not."""
+    held = stores()
+    checks: dict[str, str] = {}
+    for name, ping in (("database", held.db.ping), ("vectors", held.vectors.ping)):
+        try:
+            ping()
+            checks[name] = "ok"
+        except DomainError:
+            checks[name] = "unavailable"
+    down = [name for name, state in checks.items() if state != "ok"]
+    if down:
+        raise ServiceUnavailable(f"Not ready: {', '.join(down)} unavailable", {"checks": checks})
+    return {"success": True, "data": {"status": "ready", "checks": checks}}

@@ -1,0 +1,177 @@
+"""Media routes: thin views that load a schema, call a service and dump the result."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, current_app
+from flask.typing import ResponseReturnValue
+from marshmallow import Schema
+
+from ..auth import require_principal, require_scope
+from ..services import deletion, media
+from ..services.deletion import BatchOutcome
+from ..services.errors import MediaNotFound
+from ..stores import stores
+from .requests import json_object, load, load_batch_request
+from .schemas import (
+    MEDIA_ID_PATTERN,
+    BatchDeleteResponse,
+    CreatedMediaResponse,
+    CreateMediaRequest,
+    MediaResponse,
+    SearchRequest,
+    SearchResponse,
+)
+
+bp = Blueprint("media", __name__, url_prefix="/v1/media")
+
+_media_id = re.compile(MEDIA_ID_PATTERN)
+_batch_response = BatchDeleteResponse()
+_media_response = MediaResponse()
+_created_response = CreatedMediaResponse()
+_search_response = SearchResponse()
+_create_request = CreateMediaRequest()
+_search_request = SearchRequest()
+
+
+def dump(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
+    """Serialise a response body through its schema."""
+    data: dict[str, Any] = schema.dump(body)
+    return data
+
+
+def iso(moment: datetime) -> str:
+    """Format a UTC time as `2026-03-09T12:34:56Z`."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
+    """Return the documented batch response for an outcome."""
+    deleted: dict[str, Any] = {
+        "count": len(outcome.deleted),
+        "media_ids": outcome.deleted_ids,
+        "hd_vectors": outcome.vectors_removed["hd"],
+        "ld_vectors": outcome.vectors_removed["ld"],
+    }
+    if outcome.cleanup_pending:
+        deleted["cleanup_pending"] = outcome.cleanup_pending
+    return {
+        "success": True,
+        "message": (
+            f"Batch deletion completed: {len(outcome.deleted)} deleted, "
+            f"{len(outcome.failed)} failed"
+        ),
+        "data": {
+            "deleted": deleted,
+            "failed": {
+                "count": len(outcome.failed),
+                "media_ids": list(outcome.failed),
+                "reasons": outcome.failed,
+            },
+        },
+        "metadata": {
+            "operation_id": outcome.operation_id,
+            "timestamp": iso(outcome.timestamp),
+            "processing_time_ms": outcome.processing_time_ms,
+            "reason": outcome.reason,
+        },
+    }
+
+
+@bp.route("/batch", methods=["DELETE"])
+@require_scope("media:delete")
+def delete_batch() -> ResponseReturnValue:
+    """Delete up to MAX_BATCH_SIZE of the caller's media and their vectors."""
+    principal = require_principal()
+    media_ids, reason = load_batch_request(json_object(), current_app.config["MAX_BATCH_SIZE"])
+    held = stores()
+    outcome = deletion.delete_batch(
+        held.db,
+        held.vectors,
+        owner=principal.owner,
+        media_ids=media_ids,
+        reason=reason,
+        api_key_id=principal.key_id,
+    )
+    return dump(_batch_response, batch_body(outcome))
+
+
+# Some clients and proxies drop DELETE bodies: the same operation as a POST.
+bp.add_url_rule(
+    "/batch/delete", endpoint="delete_batch_post", view_func=delete_batch, methods=["POST"]
+)
+
+
+@bp.route("", methods=["POST"])
+@require_scope("media:write")
+def create() -> ResponseReturnValue:
+    """Create a media with its HD and LD vectors."""
+    principal = require_principal()
+    data = load(_create_request, json_object(current_app.config["MEDIA_MAX_CONTENT_LENGTH"]))
+    held = stores()
+    view = media.create_media(
+        held.db,
+        held.vectors,
+        owner=principal.owner,
+        hd_vectors=data["hd_vectors"],
+        ld_vectors=data["ld_vectors"],
+        title=data["title"],
+        metadata=data["metadata"],
+    )
+    body = {
+        "success": True,
+        "data": {
+            "media_id": view.media_id,
+            "hd_vectors": view.hd_vectors,
+            "ld_vectors": view.ld_vectors,
+            "created_at": iso(view.created_at),
+        },
+    }
+    return dump(_created_response, body), 201
+
+
+@bp.route("/<string:media_id>", methods=["GET"])
+@require_scope("media:read")
+def get(media_id: str) -> ResponseReturnValue:
+    """Return one of the caller's live media."""
+    principal = require_principal()
+    if not _media_id.match(media_id):
+        raise MediaNotFound(media_id[:128])
+    view = media.get_media(stores().db, owner=principal.owner, media_id=media_id)
+    body = {
+        "success": True,
+        "data": {
+            "media_id": view.media_id,
+            "title": view.title,
+            "metadata": view.metadata,
+            "hd_vectors": view.hd_vectors,
+            "ld_vectors": view.ld_vectors,
+            "created_at": iso(view.created_at),
+        },
+    }
+    return dump(_media_response, body)
+
+
+@bp.route("/search", methods=["POST"])
+@require_scope("media:read")
+def search() -> ResponseReturnValue:
+    """Find the caller's live media nearest to a vector."""
+    principal = require_principal()
+    data = load(_search_request, json_object())
+    held = stores()
+    hits = media.search_media(
+        held.db,
+        held.vectors,
+        owner=principal.owner,
+        space=data["space"],
+        vector=data["vector"],
+        limit=data["limit"],
+    )
+    body = {
+        "success": True,
+        "data": {"results": [{"media_id": h.media_id, "score": h.score} for h in hits]},
+    }
+    return dump(_search_response, body)

@@ -1,0 +1,120 @@
+"""Reading JSON bodies and turning schema errors into the documented error codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from flask import request
+from marshmallow import Schema, ValidationError
+
+from ..errors import (
+    ApiError,
+    BatchTooLarge,
+    InvalidMediaIds,
+    InvalidRequest,
+    MissingMediaIds,
+    UnsupportedMediaType,
+)
+from .schemas import MEDIA_ID_RULE, BatchDeleteRequest
+
+_batch_schema = BatchDeleteRequest()
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body(max_bytes: int | None = None) -> Any:
+    """Return the JSON value of the body: 415 if not JSON, 413 if too large, 400 if malformed."""
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "Send a JSON body with the header 'Content-Type: application/json' "
+            "(with curl: -H 'Content-Type: application/json')",
+            {"content_type": request.mimetype or None},
+        )
+    if max_bytes is not None:
+        request.max_content_length = max_bytes
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise InvalidRequest(f"Malformed JSON: {error}") from None
+
+
+def json_object(max_bytes: int | None = None) -> dict[str, Any]:
+    """Return the request's JSON body, which must be an object."""
+    body = json_body(max_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"The body must be a JSON object, not {type(body).__name__}",
+            {"received": _json_type(body)},
+        )
+    return body
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _first_error(messages: Any) -> str:
+    while isinstance(messages, dict | list):
+        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
+    return str(messages)
+
+
+def _messages(error: ValidationError) -> dict[str, Any]:
+    messages = error.messages
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+def field_error(messages: dict[str, Any]) -> ApiError:
+    """Turn marshmallow's messages into one INVALID_REQUEST naming the first bad field."""
+    name = next(iter(messages))
+    problem = _first_error(messages[name])
+    if problem == "Unknown field.":
+        return InvalidRequest(f"Unknown field: {name}", {"field": name})
+    return InvalidRequest(f"Invalid {name}: {problem}", {"field": name, "errors": messages[name]})
+
+
+def load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
+    """Load a body with a schema; any error is INVALID_REQUEST naming the field."""
+    try:
+        data: dict[str, Any] = schema.load(body)
+    except ValidationError as error:
+        raise field_error(_messages(error)) from None
+    return data
+
+
+def load_batch_request(body: dict[str, Any], max_batch: int) -> tuple[list[str], str | None]:
+    """Return the unique ids (first occurrence kept, in order) and the reason of a batch."""
+    if "media_ids" not in body:
+        raise MissingMediaIds("media_ids is required: an array of media id strings")
+    ids = body["media_ids"]
+    if isinstance(ids, list) and len(ids) > max_batch:
+        raise BatchTooLarge(
+            f"Maximum {max_batch} media IDs per batch deletion",
+            {"max_batch_size": max_batch, "received": len(ids)},
+        )
+    try:
+        data = _batch_schema.load(body)
+    except ValidationError as error:
+        messages = _messages(error)
+        if "media_ids" in messages:
+            raise _invalid_ids(messages["media_ids"]) from None
+        raise field_error(messages) from None
+    return list(dict.fromkeys(data["media_ids"])), data["reason"]
+
+
+def _invalid_ids(problem: Any) -> InvalidMediaIds:
+    if isinstance(problem, dict):
+        index = min(int(i) for i in problem)
+        return InvalidMediaIds(
+            f"media_ids[{index}] is not a valid media id: ids are {MEDIA_ID_RULE}",
+            {"field": "media_ids", "index": index, "errors": {str(i): problem[i] for i in problem}},
+        )
+    return InvalidMediaIds(
+        "media_ids must be a non-empty array of media id strings",
+        {"field": "media_ids", "errors": problem},
+    )

@@ -1,0 +1,170 @@
+"""marshmallow schemas: what requests may carry and what responses hold."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+MEDIA_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+MEDIA_ID_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . : -"
+MAX_REASON = 500
+MAX_VECTORS = 256
+MAX_TITLE = 500
+
+
+def media_id_field(**kwargs: object) -> fields.String:
+    """A media id: 1..128 characters from [A-Za-z0-9_.:-]."""
+    return fields.String(
+        validate=validate.Regexp(MEDIA_ID_PATTERN, error=f"Media ids are {MEDIA_ID_RULE}"),
+        metadata={"pattern": MEDIA_ID_PATTERN, "minLength": 1, "maxLength": 128},
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+class BatchDeleteRequest(StrictSchema):
+    media_ids = fields.List(
+        media_id_field(),
+        required=True,
+        validate=validate.Length(min=1, error="media_ids must not be empty"),
+        metadata={"description": "Ids to delete; duplicates are removed, first kept"},
+    )
+    reason = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_REASON),
+        metadata={"description": "Why; stored and logged with the operation"},
+    )
+
+
+class CreateMediaRequest(StrictSchema):
+    title = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_TITLE)
+    )
+    metadata = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
+    hd_vectors = fields.List(
+        fields.List(fields.Float(allow_nan=False)),
+        load_default=list,
+        validate=validate.Length(max=MAX_VECTORS),
+    )
+    ld_vectors = fields.List(
+        fields.List(fields.Float(allow_nan=False)),
+        load_default=list,
+        validate=validate.Length(max=MAX_VECTORS),
+    )
+
+
+class SearchRequest(StrictSchema):
+    vector = fields.List(fields.Float(allow_nan=False), required=True)
+    space = fields.String(required=True, validate=validate.OneOf(["hd", "ld"]))
+    limit = fields.Integer(load_default=10, strict=True, validate=validate.Range(min=1, max=100))
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+class DeletedSchema(Schema):
+    count = fields.Integer(required=True)
+    media_ids = fields.List(fields.String(), required=True)
+    hd_vectors = fields.Integer(required=True)
+    ld_vectors = fields.Integer(required=True)
+    cleanup_pending = fields.List(
+        fields.String(),
+        metadata={"description": "Deleted, but vectors still queued for the reconciler"},
+    )
+
+
+class FailedSchema(Schema):
+    count = fields.Integer(required=True)
+    media_ids = fields.List(fields.String(), required=True)
+    reasons = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(metadata={"enum": ["NOT_FOUND"]}),
+        required=True,
+    )
+
+
+class BatchDataSchema(Schema):
+    deleted = fields.Nested(DeletedSchema, required=True)
+    failed = fields.Nested(FailedSchema, required=True)
+
+
+class BatchMetadataSchema(Schema):
+    operation_id = fields.String(required=True)
+    timestamp = fields.String(required=True, metadata={"format": "date-time"})
+    processing_time_ms = fields.Integer(required=True)
+    reason = fields.String(allow_none=True, required=True)
+
+
+class BatchDeleteResponse(Schema):
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    data = fields.Nested(BatchDataSchema, required=True)
+    metadata = fields.Nested(BatchMetadataSchema, required=True)
+
+
+class MediaSchema(Schema):
+    media_id = fields.String(required=True)
+    title = fields.String(allow_none=True)
+    metadata = fields.Dict(allow_none=True)
+    hd_vectors = fields.Integer(required=True)
+    ld_vectors = fields.Integer(required=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class MediaResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(MediaSchema, required=True)
+
+
+class CreatedMediaSchema(Schema):
+    media_id = fields.String(required=True)
+    hd_vectors = fields.Integer(required=True)
+    ld_vectors = fields.Integer(required=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class CreatedMediaResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(CreatedMediaSchema, required=True)
+
+
+class SearchHitSchema(Schema):
+    media_id = fields.String(required=True)
+    score = fields.Float(required=True)
+
+
+class SearchResultsSchema(Schema):
+    results = fields.List(fields.Nested(SearchHitSchema), required=True)
+
+
+class SearchResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(SearchResultsSchema, required=True)
+
+
+class HealthDataSchema(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class HealthResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(HealthDataSchema, required=True)
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(required=True)
+    details = fields.Dict(required=True, metadata={"description": "Always holds request_id"})
+
+
+class ErrorResponse(Schema):
+    success = fields.Boolean(required=True, metadata={"enum": [False]})
+    message = fields.String(required=True)
+    error = fields.Nested(ErrorDetailSchema, required=True)

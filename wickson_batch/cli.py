@@ -1,0 +1,177 @@
+"""The `wickson-batch` console script: keys, seed, reconcile, check."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from .config import Config, ConfigError, load_settings
+from .db import Database
+from .logging import configure_logging
+from .services import cleanup, keys
+from .services.errors import DomainError
+from .stores import Stores
+
+
+def _settings() -> dict[str, Any]:
+    try:
+        settings = load_settings(Config)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    configure_logging("WARNING", settings["LOG_FORMAT"])
+    return settings
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
+    db = Database(_settings()["DATABASE_URL"])
+    try:
+        db.create_schema()
+        yield db
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def _stores() -> Iterator[Stores]:
+    try:
+        held = Stores.open(_settings())
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        yield held
+    except DomainError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        held.close()
+
+
+@click.group()
+def main() -> None:
+    """Operate wickson-batch: API keys, demo data, reconciliation."""
+
+
+@main.command()
+def init() -> None:
+    """Create the schema and the vector collections if they do not exist."""
+    with _stores():
+        pass
+    click.echo("stores ready", err=True)
+
+
+@main.group(name="keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys_group.command(name="create")
+@click.option("--owner", required=True, help="Whose media the key acts on.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(keys.SCOPES),
+    help="Repeat for several; default: all three.",
+)
+@click.option("--rate-limit", default=None, help="This key's own limit, e.g. '100/minute'.")
+@click.option("--name", default=None, help="A label to recognise the key by.")
+def keys_create(
+    owner: str, scopes: tuple[str, ...], rate_limit: str | None, name: str | None
+) -> None:
+    """Create a key and print it, alone, on stdout: it is shown only this once."""
+    with _database() as db:
+        info, secret = keys.create_key(
+            db, owner=owner, scopes=scopes or keys.SCOPES, rate_limit=rate_limit, name=name
+        )
+    click.echo(secret)
+    click.echo(f"created key id {info.id} for owner {info.owner}; store it now", err=True)
+
+
+@keys_group.command(name="list")
+def keys_list() -> None:
+    """List keys: id, owner, name, scopes, limit, created, revoked (never the key)."""
+    with _database() as db:
+        rows = keys.list_keys(db)
+    click.echo("id\towner\tname\tscopes\trate_limit\tcreated\trevoked")
+    for k in rows:
+        fields = [
+            str(k.id),
+            k.owner,
+            k.name or "-",
+            ",".join(k.scopes),
+            k.rate_limit or "default",
+            k.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            k.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if k.revoked_at else "-",
+        ]
+        click.echo("\t".join(fields))
+
+
+@keys_group.command(name="revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke the key with this id."""
+    with _database() as db:
+        keys.revoke_key(db, key_id)
+    click.echo(f"revoked key {key_id}", err=True)
+
+
+@main.command()
+@click.option("--owner", required=True)
+@click.option("--count", required=True, type=click.IntRange(min=1))
+@click.option("--hd-per-media", default=1, show_default=True, type=click.IntRange(0, 256))
+@click.option("--ld-per-media", default=1, show_default=True, type=click.IntRange(0, 256))
+def seed(owner: str, count: int, hd_per_media: int, ld_per_media: int) -> None:
+    """Write COUNT demo media with random vectors and print their ids, one a line."""
+    from .services.seeding import seed_media
+
+    if hd_per_media + ld_per_media == 0:
+        raise click.BadParameter("a media needs at least one vector", param_hint="--hd-per-media")
+    with _stores() as held:
+        out = sys.stdout
+        for ids in seed_media(
+            held.db, held.vectors, owner=owner, count=count, hd=hd_per_media, ld=ld_per_media
+        ):
+            out.write("\n".join(ids) + "\n")
+        out.flush()
+
+
+@main.command()
+def reconcile() -> None:
+    """Drain every pending vector cleanup now and remove orphan points."""
+    with _stores() as held:
+        report = cleanup.drain_cleanup(held.db, held.vectors, grace=timedelta(0))
+        stale = cleanup.remove_stale_pending(held.db, held.vectors, grace=timedelta(seconds=60))
+        orphans = cleanup.remove_orphans(held.db, held.vectors)
+    click.echo(
+        f"cleanup tasks done: {report.tasks_done}, failed: {report.tasks_failed}; "
+        f"stale pending media removed: {stale}; "
+        f"orphan points removed: hd {orphans['hd']}, ld {orphans['ld']}"
+    )
+    if report.tasks_failed:
+        sys.exit(1)
+
+
+@main.command()
+def check() -> None:
+    """Compare the database with the vector store; exit 1 when they disagree."""
+    with _stores() as held:
+        report = cleanup.check_consistency(held.db, held.vectors)
+    click.echo(f"live media: {report.live_media}, pending media: {report.pending_media}")
+    click.echo(f"points: hd {report.points['hd']}, ld {report.points['ld']}")
+    click.echo(f"pending cleanup tasks: {report.pending_cleanup}")
+    click.echo(f"orphan points: hd {report.orphan_points['hd']}, ld {report.orphan_points['ld']}")
+    click.echo(f"media missing points: {len(report.media_missing_points)}")
+    for media_id in report.media_missing_points:
+        click.echo(f"  {media_id}")
+    if report.consistent:
+        click.echo("consistent")
+    else:
+        click.echo("INCONSISTENT: run `wickson-batch reconcile`", err=True)
+        sys.exit(1)

@@ -1,0 +1,115 @@
+"""Configuration: defaults, the testing variant, and the environment overlay."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+class Config:
+    """Production defaults; every key can be overridden from the environment."""
+
+    DATA_DIR = "./var"
+    DATABASE_URL: str | None = None  # default: sqlite:///$DATA_DIR/wickson.db
+    QDRANT_URL: str | None = None
+    QDRANT_API_KEY: str | None = None
+    HD_DIM = 1024
+    LD_DIM = 128
+    RATE_LIMIT_DEFAULT = "600/minute"
+    RATELIMIT_STORAGE_URI = "memory://"
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STRATEGY = "fixed-window"
+    MAX_BATCH_SIZE = 100
+    MAX_CONTENT_LENGTH = 1 * MiB
+    # Creating media carries up to 2 x 256 vectors, far more than a batch of ids.
+    MEDIA_MAX_CONTENT_LENGTH = 16 * MiB
+    MAX_VECTORS_PER_MEDIA = 256
+    LOG_LEVEL = "INFO"
+    LOG_FORMAT = "json"
+    # The reconciler: how often it runs, and how old a task or pending row must be
+    # before it is touched (a request may still be working on younger ones).
+    RECONCILER_ENABLED = True
+    RECONCILE_INTERVAL_SECONDS = 10.0
+    RECONCILE_GRACE_SECONDS = 60.0
+    JSON_SORT_KEYS = False
+
+
+class TestingConfig(Config):
+    """Config for the test suite: no background thread, small vectors."""
+
+    TESTING = True
+    RECONCILER_ENABLED = False
+    HD_DIM = 8
+    LD_DIM = 4
+    LOG_LEVEL = "WARNING"
+
+
+_INT_KEYS = {
+    "PORT",
+    "HD_DIM",
+    "LD_DIM",
+    "MAX_BATCH_SIZE",
+    "MAX_CONTENT_LENGTH",
+    "MEDIA_MAX_CONTENT_LENGTH",
+    "MAX_VECTORS_PER_MEDIA",
+}
+_FLOAT_KEYS = {"RECONCILE_INTERVAL_SECONDS", "RECONCILE_GRACE_SECONDS"}
+_BOOL_KEYS = {"RECONCILER_ENABLED"}
+_STR_KEYS = {
+    "DATA_DIR",
+    "DATABASE_URL",
+    "QDRANT_URL",
+    "QDRANT_API_KEY",
+    "RATE_LIMIT_DEFAULT",
+    "RATELIMIT_STORAGE_URI",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used."""
+
+
+def _coerce(key: str, raw: str) -> Any:
+    if key in _INT_KEYS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a whole number, got {raw!r}") from None
+    if key in _FLOAT_KEYS:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+    if key in _BOOL_KEYS:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw
+
+
+def env_overlay(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the settings present in the environment, typed."""
+    environ = os.environ if environ is None else environ
+    known = _INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS
+    return {key: _coerce(key, environ[key]) for key in known if environ.get(key, "") != ""}
+
+
+def load_settings(
+    base: type[Config] = Config,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Merge class defaults, then the environment, then explicit overrides."""
+    settings = {key: getattr(base, key) for key in dir(base) if key.isupper()}
+    settings.update(env_overlay(environ))
+    settings.update(overrides or {})
+    if not settings.get("DATABASE_URL"):
+        path = os.path.abspath(os.path.join(settings["DATA_DIR"], "wickson.db"))
+        settings["DATABASE_URL"] = f"sqlite:///{path}"
+    for key in ("HD_DIM", "LD_DIM", "MAX_BATCH_SIZE"):
+        if int(settings[key]) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {settings[key]}")
+    return settings

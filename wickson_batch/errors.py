@@ -1,0 +1,192 @@
+"""The error codes, the ApiError hierarchy, the one envelope renderer and its handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .logging import current_request_id
+from .services.errors import (
+    DatabaseUnavailable,
+    InvalidVectors,
+    MediaNotFound,
+    VectorStoreError,
+)
+
+log = structlog.get_logger("wickson_batch")
+
+
+class ErrorCode:
+    """Every `error.code` the API can return."""
+
+    MISSING_MEDIA_IDS = "MISSING_MEDIA_IDS"
+    INVALID_MEDIA_IDS = "INVALID_MEDIA_IDS"
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    INVALID_API_KEY = "INVALID_API_KEY"
+    INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
+    MEDIA_NOT_FOUND = "MEDIA_NOT_FOUND"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    PROCESSING_ERROR = "PROCESSING_ERROR"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable code, a message and details."""
+
+    status = 400
+    code = ErrorCode.INVALID_REQUEST
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the envelope for this error."""
+        return envelope(self.code, self.message, self.details)
+
+
+class InvalidRequest(ApiError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class MissingMediaIds(ApiError):
+    code = ErrorCode.MISSING_MEDIA_IDS
+
+
+class InvalidMediaIds(ApiError):
+    code = ErrorCode.INVALID_MEDIA_IDS
+
+
+class BatchTooLarge(ApiError):
+    code = ErrorCode.BATCH_TOO_LARGE
+
+
+class InvalidApiKey(ApiError):
+    status = 401
+    code = ErrorCode.INVALID_API_KEY
+
+
+class InsufficientPermissions(ApiError):
+    status = 403
+    code = ErrorCode.INSUFFICIENT_PERMISSIONS
+
+
+class MediaNotFoundError(ApiError):
+    status = 404
+    code = ErrorCode.MEDIA_NOT_FOUND
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+class ProcessingError(ApiError):
+    status = 500
+    code = ErrorCode.PROCESSING_ERROR
+
+
+# werkzeug's own HTTP errors, mapped onto our codes and messages.
+_HTTP_CODES: dict[int, tuple[str, str]] = {
+    400: (ErrorCode.INVALID_REQUEST, "The request could not be understood"),
+    404: (ErrorCode.NOT_FOUND, "No such route: check the method and path"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed on this route"),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, "Request body too large"),
+    415: (
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        "Send JSON with the header 'Content-Type: application/json'",
+    ),
+    429: (ErrorCode.RATE_LIMIT_EXCEEDED, "Rate limit exceeded"),
+}
+
+
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Render the one error envelope every error response uses."""
+    return {
+        "success": False,
+        "message": message,
+        "error": {"code": code, "details": {"request_id": current_request_id(), **(details or {})}},
+    }
+
+
+def _respond(status: int, body: dict[str, Any]) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def handle_api_error(error: ApiError) -> Response:
+    """Render an ApiError in the envelope."""
+    return _respond(error.status, error.to_dict())
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """Render werkzeug's HTTP errors (404, 405, 413, 429, ...) in the envelope, headers kept."""
+    status = error.code or 500
+    code, message = _HTTP_CODES.get(status, (ErrorCode.INVALID_REQUEST, error.name))
+    details: dict[str, Any] = {}
+    if status == 413 and request and request.max_content_length:
+        details["max_bytes"] = request.max_content_length
+        message = f"Request body too large: at most {request.max_content_length} bytes"
+    if status == 429:
+        message = f"Rate limit exceeded: {error.description}"
+        details["limit"] = str(error.description)
+    response = _respond(status, envelope(code, message, details))
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def handle_domain_error(error: Exception) -> Response:
+    """Map an error the services raised to its HTTP form."""
+    if isinstance(error, MediaNotFound):
+        return handle_api_error(MediaNotFoundError(f"Media {error.media_id} not found"))
+    if isinstance(error, DatabaseUnavailable):
+        log.error("database.unavailable", error=str(error))
+        return handle_api_error(
+            ServiceUnavailable("The database is unavailable; nothing was changed. Retry later.")
+        )
+    if isinstance(error, InvalidVectors):
+        return handle_api_error(InvalidRequest(str(error), {"field": "vectors"}))
+    if isinstance(error, VectorStoreError):
+        log.error("vectors.unavailable", error=str(error))
+        return handle_api_error(ServiceUnavailable("The vector store is unavailable. Retry later."))
+    return handle_unexpected(error)
+
+
+def handle_unexpected(error: Exception) -> Response:
+    """Log an unexpected error and answer 500 without internals."""
+    if isinstance(error, HTTPException):
+        return handle_http_exception(error)
+    log.exception("request.failed", error_type=type(error).__name__)
+    return handle_api_error(
+        ProcessingError(
+            "The request could not be processed; quote the request_id when reporting this"
+        )
+    )
+
+
+def register_handlers(app: Flask) -> None:
+    """Route every error through the envelope."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(MediaNotFound, handle_domain_error)
+    app.register_error_handler(DatabaseUnavailable, handle_domain_error)
+    app.register_error_handler(InvalidVectors, handle_domain_error)
+    app.register_error_handler(VectorStoreError, handle_domain_error)
+    app.register_error_handler(Exception, handle_unexpected)

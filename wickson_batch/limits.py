@@ -1,0 +1,53 @@
+"""flask-limiter wiring: one bucket per API key, shared by all its routes."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter
+
+from .auth import quiet_principal
+
+RETRY_AFTER = "Retry-After"
+
+
+def rate_limit_key() -> str:
+    """Bucket by API key; requests without a valid key share one bucket per client address."""
+    principal = quiet_principal()
+    if principal is not None:
+        return f"key:{principal.key_id}"
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def rate_limit_for_request() -> str:
+    """Return the key's own limit, or RATE_LIMIT_DEFAULT."""
+    principal = quiet_principal()
+    if principal is not None and principal.rate_limit:
+        return principal.rate_limit
+    return str(current_app.config["RATE_LIMIT_DEFAULT"])
+
+
+def _tidy_retry_after(response: Response) -> Response:
+    # flask-limiter sets Retry-After on every limited response and it can reach 0 at a
+    # window's edge: keep it only on 429s, and never below one second there.
+    if response.status_code != 429:
+        response.headers.pop(RETRY_AFTER, None)
+    else:
+        try:
+            seconds = int(response.headers.get(RETRY_AFTER, "1"))
+        except ValueError:
+            seconds = 1
+        response.headers[RETRY_AFTER] = str(max(1, seconds))
+    return response
+
+
+def init_app(app: Flask) -> Limiter:
+    """Attach the limiter; the health and spec routes are exempted where they are registered."""
+    # Registered before the limiter so that it runs after the limiter's header injection.
+    app.after_request(_tidy_retry_after)
+    limiter = Limiter(
+        rate_limit_key,
+        app=app,
+        application_limits=[rate_limit_for_request],
+        headers_enabled=True,
+    )
+    return limiter

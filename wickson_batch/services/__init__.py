@@ -1,0 +1,1 @@
+"""The service layer: plain typed functions over the stores; no Flask here."""

@@ -1,0 +1,189 @@
+"""Create, read and search media; reads always check the SQL truth."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select, update
+
+from ..db import Database
+from ..models import Media, MediaState, utcnow
+from ..vectors.base import SPACES, Hit, Space, VectorIndex, VectorPoint, point_id
+from .deletion import DeletedMedia, points_by_space
+from .errors import DomainError, InvalidVectors, MediaNotFound, VectorStoreError
+
+log = structlog.get_logger("wickson_batch")
+
+# How far a search over-fetches points to find `limit` distinct live media.
+SEARCH_FETCH_FACTOR = 4
+SEARCH_FETCH_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class MediaView:
+    """A live media as the API shows it."""
+
+    media_id: str
+    title: str | None
+    metadata: dict[str, Any] | None
+    hd_vectors: int
+    ld_vectors: int
+    created_at: datetime
+
+
+def new_media_id() -> str:
+    """Return a fresh server-made media id."""
+    return f"vec-{uuid.uuid4().hex}"
+
+
+def _view(media: Media) -> MediaView:
+    return MediaView(
+        media.id, media.title, media.metadata_, media.hd_count, media.ld_count, media.created_at
+    )
+
+
+def check_vectors(
+    vectors_by_space: dict[Space, Sequence[Sequence[float]]], dims: dict[Space, int]
+) -> None:
+    """Raise InvalidVectors unless every vector has its space's size and finite values."""
+    for space in SPACES:
+        for index, vector in enumerate(vectors_by_space[space]):
+            if len(vector) != dims[space]:
+                raise InvalidVectors(
+                    f"{space}_vectors[{index}] has {len(vector)} dimensions; "
+                    f"this service stores {dims[space]}"
+                )
+            if not all(math.isfinite(value) for value in vector):
+                raise InvalidVectors(f"{space}_vectors[{index}] holds a value that is not finite")
+
+
+def _points(
+    media_id: str, owner: str, space: Space, vectors: Sequence[Sequence[float]]
+) -> list[VectorPoint]:
+    return [
+        VectorPoint(point_id(media_id, space, index), vector, media_id, owner)
+        for index, vector in enumerate(vectors)
+    ]
+
+
+def create_media(
+    db: Database,
+    vectors: VectorIndex,
+    *,
+    owner: str,
+    hd_vectors: Sequence[Sequence[float]],
+    ld_vectors: Sequence[Sequence[float]],
+    title: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> MediaView:
+    """Write a media row as `pending`, its points, then mark it `live`."""
+    if not hd_vectors and not ld_vectors:
+        raise InvalidVectors("a media needs at least one vector in hd_vectors or ld_vectors")
+    by_space: dict[Space, Sequence[Sequence[float]]] = {"hd": hd_vectors, "ld": ld_vectors}
+    check_vectors(by_space, vectors.dims)
+    counts = {"hd_count": len(hd_vectors), "ld_count": len(ld_vectors)}
+    media = Media(
+        id=new_media_id(),
+        owner=owner,
+        state=MediaState.PENDING,
+        title=title,
+        metadata_=metadata,
+        **counts,
+        created_at=clock(),
+    )
+    with db.unit_of_work() as uow:
+        uow.session.add(media)
+        uow.commit()
+    try:
+        for space in SPACES:
+            if by_space[space]:
+                vectors.upsert(space, _points(media.id, owner, space, by_space[space]))
+        with db.unit_of_work() as uow:
+            marked = uow.session.execute(
+                update(Media)
+                .where(Media.id == media.id, Media.state == MediaState.PENDING)
+                .values(state=MediaState.LIVE)
+            )
+            if marked.rowcount != 1:  # type: ignore[attr-defined]
+                raise VectorStoreError("the media was removed while its vectors were written")
+            uow.commit()
+    except DomainError:
+        _abandon(db, vectors, media.id, counts)
+        raise
+    return _view(media)
+
+
+def _abandon(db: Database, vectors: VectorIndex, media_id: str, counts: dict[str, int]) -> None:
+    """Undo a failed creation as far as possible; the reconciler finishes what is left."""
+    try:
+        for space, ids in points_by_space([DeletedMedia(media_id, **counts)]).items():
+            vectors.delete(space, ids)
+        with db.unit_of_work() as uow:
+            uow.session.execute(
+                delete(Media).where(Media.id == media_id, Media.state == MediaState.PENDING)
+            )
+            uow.commit()
+    except DomainError as error:
+        log.warning("media.abandon_failed", media_id=media_id, error=str(error))
+
+
+def get_media(db: Database, *, owner: str, media_id: str) -> MediaView:
+    """Return a live media of this owner, or raise MediaNotFound."""
+    with db.unit_of_work() as uow:
+        media = uow.session.execute(
+            select(Media).where(
+                Media.id == media_id, Media.owner == owner, Media.state == MediaState.LIVE
+            )
+        ).scalar_one_or_none()
+    if media is None:
+        raise MediaNotFound(media_id)
+    return _view(media)
+
+
+def live_ids(db: Database, owner: str, media_ids: Sequence[str]) -> set[str]:
+    """Return which of `media_ids` are live media of this owner."""
+    if not media_ids:
+        return set()
+    with db.unit_of_work() as uow:
+        rows = uow.session.execute(
+            select(Media.id).where(
+                Media.id.in_(media_ids), Media.owner == owner, Media.state == MediaState.LIVE
+            )
+        )
+        return {row[0] for row in rows}
+
+
+def _distinct(hits: list[Hit]) -> list[Hit]:
+    best: dict[str, Hit] = {}
+    for hit in hits:  # hits come best first, so the first per media is its best
+        best.setdefault(hit.media_id, hit)
+    return list(best.values())
+
+
+def search_media(
+    db: Database,
+    vectors: VectorIndex,
+    *,
+    owner: str,
+    space: Space,
+    vector: Sequence[float],
+    limit: int,
+) -> list[Hit]:
+    """Return up to `limit` distinct live media of this owner nearest to `vector`."""
+    check_vectors({"hd": [], "ld": [], space: [vector]}, vectors.dims)
+    fetch = limit * SEARCH_FETCH_FACTOR
+    while True:
+        hits = vectors.search(space, vector, owner, fetch)
+        candidates = _distinct(hits)
+        alive = live_ids(db, owner, [hit.media_id for hit in candidates])
+        results = [hit for hit in candidates if hit.media_id in alive]
+        if len(results) >= limit or len(hits) < fetch or fetch >= SEARCH_FETCH_MAX:
+            return results[:limit]
+        fetch = min(fetch * 4, SEARCH_FETCH_MAX)

@@ -1,0 +1,66 @@
+"""Demo data: media with random vectors, written in batches straight into both stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from sqlalchemy import insert
+
+from ..db import Database
+from ..models import Media, MediaState, utcnow
+from ..vectors.base import SPACES, Space, VectorIndex, VectorPoint, point_id
+from .media import new_media_id
+
+SEED_BATCH = 1000
+
+
+def seed_media(
+    db: Database,
+    vectors: VectorIndex,
+    *,
+    owner: str,
+    count: int,
+    hd: int = 1,
+    ld: int = 1,
+    seed: int | None = None,
+) -> Iterator[list[str]]:
+    """Write `count` live media and yield their ids a batch at a time."""
+    rng = np.random.default_rng(seed)
+    per_media: dict[Space, int] = {"hd": hd, "ld": ld}
+    for start in range(0, count, SEED_BATCH):
+        ids = [new_media_id() for _ in range(min(SEED_BATCH, count - start))]
+        # Points first, rows second: a crash in between leaves only orphan points,
+        # which `reconcile` removes; never a live row without its points.
+        for space in SPACES:
+            k = per_media[space]
+            if not k:
+                continue
+            matrix = rng.random((len(ids) * k, vectors.dims[space]), dtype=np.float32)
+            rows = matrix.tolist()
+            points = [
+                VectorPoint(point_id(media_id, space, j), rows[i * k + j], media_id, owner)
+                for i, media_id in enumerate(ids)
+                for j in range(k)
+            ]
+            vectors.upsert(space, points)
+        now = utcnow()
+        with db.unit_of_work() as uow:
+            uow.session.execute(
+                insert(Media),
+                [
+                    {
+                        "id": media_id,
+                        "owner": owner,
+                        "state": MediaState.LIVE,
+                        "title": f"demo {start + i}",
+                        "metadata_": None,
+                        "hd_count": hd,
+                        "ld_count": ld,
+                        "created_at": now,
+                    }
+                    for i, media_id in enumerate(ids)
+                ],
+            )
+            uow.commit()
+        yield ids
