@@ -64,11 +64,9 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
-            self.session.rollback()
+            self.session.close()  # rolls back whatever was not committed
         except DBAPIError:
             pass  # the connection is gone; the original error says why
-        finally:
-            self.session.close()
         if exc is not None and _is_unavailable(exc):
             raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
 

@@ -1,0 +1,136 @@
+"""Shared fixtures: an app on real stores in a temp folder, keys, and API callers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from wickson_batch import create_app
+from wickson_batch.services import keys
+from wickson_batch.stores import Stores
+
+# Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
+# local mode standing in for a Qdrant server (it makes the same client calls).
+ENGINES = ("edge", "qdrant-local")
+
+
+def settings_for(tmp_path: Path, engine: str, **overrides: Any) -> dict[str, Any]:
+    """Return test settings with every store under `tmp_path`."""
+    settings: dict[str, Any] = {
+        "TESTING": True,
+        "DATA_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'wickson.db'}",
+        "QDRANT_URL": ":memory:" if engine == "qdrant-local" else None,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "RATE_LIMIT_DEFAULT": "10000/minute",
+    }
+    settings.update(overrides)
+    return settings
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, engine: str) -> dict[str, Any]:
+    return settings_for(tmp_path, engine)
+
+
+@pytest.fixture
+def app(settings: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app(settings)
+    yield app
+    stores_of(app).close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def stores_of(app: Flask) -> Stores:
+    """Return the stores an app holds."""
+    held: Stores = app.extensions["wickson"]
+    return held
+
+
+@pytest.fixture
+def make_key(app: Flask) -> Callable[..., str]:
+    """Create an API key and return its secret."""
+
+    def make(
+        owner: str = "alice", scopes: Sequence[str] = keys.SCOPES, rate_limit: str | None = None
+    ) -> str:
+        _, secret = keys.create_key(
+            stores_of(app).db, owner=owner, scopes=scopes, rate_limit=rate_limit
+        )
+        return secret
+
+    return make
+
+
+def vector(dim: int, seed: int) -> list[float]:
+    """Return a distinct non-zero vector for a seed."""
+    return [float((seed * 7 + i * 3) % 11 + 1) for i in range(dim)]
+
+
+@dataclass
+class Caller:
+    """An API client holding one key."""
+
+    client: FlaskClient
+    key: str
+    app: Flask
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Api-Key": self.key}
+
+    def delete_batch(self, media_ids: Any, reason: str | None = None, **extra: Any) -> TestResponse:
+        body: dict[str, Any] = {"media_ids": media_ids, **extra}
+        if reason is not None:
+            body["reason"] = reason
+        return self.client.delete("/v1/media/batch", json=body, headers=self.headers)
+
+    def create(self, hd: int = 1, ld: int = 1, seed: int = 0, **extra: Any) -> str:
+        dims = self.app.config["HD_DIM"], self.app.config["LD_DIM"]
+        body = {
+            "hd_vectors": [vector(dims[0], seed + i) for i in range(hd)],
+            "ld_vectors": [vector(dims[1], seed + i) for i in range(ld)],
+            **extra,
+        }
+        response = self.client.post("/v1/media", json=body, headers=self.headers)
+        assert response.status_code == 201, response.json
+        return str(response.json["data"]["media_id"])  # type: ignore[index]
+
+    def get(self, media_id: str) -> TestResponse:
+        return self.client.get(f"/v1/media/{media_id}", headers=self.headers)
+
+    def search(self, vec: list[float], space: str = "hd", limit: int = 10) -> TestResponse:
+        body = {"vector": vec, "space": space, "limit": limit}
+        return self.client.post("/v1/media/search", json=body, headers=self.headers)
+
+
+@pytest.fixture
+def alice(app: Flask, client: FlaskClient, make_key: Callable[..., str]) -> Caller:
+    return Caller(client, make_key("alice"), app)
+
+
+@pytest.fixture
+def bob(app: Flask, client: FlaskClient, make_key: Callable[..., str]) -> Caller:
+    return Caller(client, make_key("bob"), app)
+
+
+def unknown_id() -> str:
+    """Return a well-formed id that no media has."""
+    return f"vec-{uuid.uuid4().hex}"
