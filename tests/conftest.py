@@ -97,28 +97,28 @@ class Caller:
         return {"X-Api-Key": self.key}
 
     def delete_batch(self, media_ids: Any, reason: str | None = None, **extra: Any) -> TestResponse:
-        body: dict[str, Any] = {"media_ids": media_ids, **extra}
+        payload: dict[str, Any] = {"media_ids": media_ids, **extra}
         if reason is not None:
-            body["reason"] = reason
-        return self.client.delete("/v1/media/batch", json=body, headers=self.headers)
+            payload["reason"] = reason
+        return self.client.delete("/v1/media/batch", json=payload, headers=self.headers)
 
     def create(self, hd: int = 1, ld: int = 1, seed: int = 0, **extra: Any) -> str:
         dims = self.app.config["HD_DIM"], self.app.config["LD_DIM"]
-        body = {
+        payload = {
             "hd_vectors": [vector(dims[0], seed + i) for i in range(hd)],
             "ld_vectors": [vector(dims[1], seed + i) for i in range(ld)],
             **extra,
         }
-        response = self.client.post("/v1/media", json=body, headers=self.headers)
-        assert response.status_code == 201, response.json
-        return str(response.json["data"]["media_id"])  # type: ignore[index]
+        response = self.client.post("/v1/media", json=payload, headers=self.headers)
+        assert response.status_code == 201, response.get_json()
+        return str(body(response)["data"]["media_id"])
 
     def get(self, media_id: str) -> TestResponse:
         return self.client.get(f"/v1/media/{media_id}", headers=self.headers)
 
     def search(self, vec: list[float], space: str = "hd", limit: int = 10) -> TestResponse:
-        body = {"vector": vec, "space": space, "limit": limit}
-        return self.client.post("/v1/media/search", json=body, headers=self.headers)
+        payload = {"vector": vec, "space": space, "limit": limit}
+        return self.client.post("/v1/media/search", json=payload, headers=self.headers)
 
 
 @pytest.fixture
@@ -134,3 +134,10 @@ def bob(app: Flask, client: FlaskClient, make_key: Callable[..., str]) -> Caller
 def unknown_id() -> str:
     """Return a well-formed id that no media has."""
     return f"vec-{uuid.uuid4().hex}"
+
+
+def body(response: TestResponse) -> dict[str, Any]:
+    """Return a response's JSON object body."""
+    data = response.get_json()
+    assert isinstance(data, dict), response.data[:200]
+    return data

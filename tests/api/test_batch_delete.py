@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from tests.conftest import Caller, stores_of, unknown_id, vector
+from tests.conftest import Caller, body, stores_of, unknown_id, vector
 from tests.faults import FlakyVectors
 from wickson_batch.services import cleanup
 
@@ -16,9 +16,9 @@ OPERATION_ID = re.compile(r"^batch_delete_[0-9a-f]{32}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def split_metadata(body: dict[str, Any]) -> dict[str, Any]:
+def split_metadata(payload: dict[str, Any]) -> dict[str, Any]:
     """Check the varying metadata fields' form and return the body without them."""
-    metadata = body.pop("metadata")
+    metadata = payload.pop("metadata")
     assert OPERATION_ID.match(metadata.pop("operation_id"))
     stamp = metadata.pop("timestamp")
     assert TIMESTAMP.match(stamp)
@@ -26,8 +26,8 @@ def split_metadata(body: dict[str, Any]) -> dict[str, Any]:
     assert abs(datetime.now(UTC) - moment) < timedelta(minutes=1)
     elapsed = metadata.pop("processing_time_ms")
     assert isinstance(elapsed, int) and elapsed >= 0
-    body["metadata"] = metadata
-    return body
+    payload["metadata"] = metadata
+    return payload
 
 
 def points(app: Flask, media_id: str) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def test_happy_path_returns_the_documented_body(alice: Caller, app: Flask) -> No
 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert split_metadata(response.json) == {  # type: ignore[arg-type]
+    assert split_metadata(body(response)) == {
         "success": True,
         "message": "Batch deletion completed: 3 deleted, 0 failed",
         "data": {
@@ -60,7 +60,7 @@ def test_vector_counts_add_up_over_several_vectors_per_media(alice: Caller, app:
     third = alice.create(hd=0, ld=4, seed=3)
     keep = alice.create(hd=2, ld=2, seed=4)
 
-    data = alice.delete_batch([first, second, third]).json["data"]  # type: ignore[index]
+    data = body(alice.delete_batch([first, second, third]))["data"]
 
     assert data["deleted"]["hd_vectors"] == 8
     assert data["deleted"]["ld_vectors"] == 6
@@ -76,10 +76,10 @@ def test_missing_and_foreign_ids_both_fail_as_not_found(
     theirs = bob.create(seed=2)
     missing = unknown_id()
 
-    body = alice.delete_batch([theirs, mine, missing]).json
+    payload = body(alice.delete_batch([theirs, mine, missing]))
 
-    assert body["message"] == "Batch deletion completed: 1 deleted, 2 failed"  # type: ignore[index]
-    assert body["data"] == {  # type: ignore[index]
+    assert payload["message"] == "Batch deletion completed: 1 deleted, 2 failed"
+    assert payload["data"] == {
         "deleted": {"count": 1, "media_ids": [mine], "hd_vectors": 1, "ld_vectors": 1},
         "failed": {
             "count": 2,
@@ -97,8 +97,8 @@ def test_every_id_failing_is_still_a_200(alice: Caller) -> None:
     response = alice.delete_batch(missing)
 
     assert response.status_code == 200
-    assert response.json["message"] == "Batch deletion completed: 0 deleted, 2 failed"  # type: ignore[index]
-    assert response.json["data"]["deleted"] == {  # type: ignore[index]
+    assert body(response)["message"] == "Batch deletion completed: 0 deleted, 2 failed"
+    assert body(response)["data"]["deleted"] == {
         "count": 0,
         "media_ids": [],
         "hd_vectors": 0,
@@ -111,7 +111,7 @@ def test_duplicates_collapse_keeping_first_occurrence(alice: Caller) -> None:
     b = alice.create(seed=2)
     missing = unknown_id()
 
-    data = alice.delete_batch([b, a, b, missing, a, missing]).json["data"]  # type: ignore[index]
+    data = body(alice.delete_batch([b, a, b, missing, a, missing]))["data"]
 
     assert data["deleted"]["media_ids"] == [b, a]
     assert data["deleted"]["hd_vectors"] == 2
@@ -122,7 +122,7 @@ def test_deleting_again_reports_not_found(alice: Caller) -> None:
     media_id = alice.create()
     alice.delete_batch([media_id])
 
-    data = alice.delete_batch([media_id]).json["data"]  # type: ignore[index]
+    data = body(alice.delete_batch([media_id]))["data"]
 
     assert data["deleted"]["count"] == 0
     assert data["failed"]["reasons"] == {media_id: "NOT_FOUND"}
@@ -135,7 +135,7 @@ def test_deleted_media_is_gone_from_get_and_search(alice: Caller, app: Flask) ->
     alice.delete_batch([gone])
 
     assert alice.get(gone).status_code == 404
-    found = [hit["media_id"] for hit in alice.search(vector(dim, 5)).json["data"]["results"]]  # type: ignore[index]
+    found = [hit["media_id"] for hit in body(alice.search(vector(dim, 5)))["data"]["results"]]
     assert found == [kept]
 
 
@@ -154,8 +154,8 @@ def test_one_hundred_ids_are_accepted(alice: Caller) -> None:
     response = alice.delete_batch(ids)
 
     assert response.status_code == 200
-    assert response.json["data"]["deleted"]["count"] == 3  # type: ignore[index]
-    assert response.json["data"]["failed"]["count"] == 97  # type: ignore[index]
+    assert body(response)["data"]["deleted"]["count"] == 3
+    assert body(response)["data"]["failed"]["count"] == 97
 
 
 def test_one_hundred_and_one_ids_are_refused_and_nothing_changes(alice: Caller) -> None:
@@ -165,9 +165,9 @@ def test_one_hundred_and_one_ids_are_refused_and_nothing_changes(alice: Caller) 
     response = alice.delete_batch(ids)
 
     assert response.status_code == 400
-    assert response.json["message"] == "Maximum 100 media IDs per batch deletion"  # type: ignore[index]
-    assert response.json["error"]["code"] == "BATCH_TOO_LARGE"  # type: ignore[index]
-    assert response.json["error"]["details"]["max_batch_size"] == 100  # type: ignore[index]
+    assert body(response)["message"] == "Maximum 100 media IDs per batch deletion"
+    assert body(response)["error"]["code"] == "BATCH_TOO_LARGE"
+    assert body(response)["error"]["details"]["max_batch_size"] == 100
     assert alice.get(kept).status_code == 200
 
 
@@ -179,12 +179,12 @@ def test_post_alias_deletes_the_same_way(alice: Caller) -> None:
     )
 
     assert response.status_code == 200
-    assert response.json["data"]["deleted"]["media_ids"] == [media_id]  # type: ignore[index]
+    assert body(response)["data"]["deleted"]["media_ids"] == [media_id]
     assert alice.get(media_id).status_code == 404
 
 
 def test_operation_ids_are_unique_per_request(alice: Caller) -> None:
-    seen = {alice.delete_batch([unknown_id()]).json["metadata"]["operation_id"] for _ in range(5)}  # type: ignore[index]
+    seen = {body(alice.delete_batch([unknown_id()]))["metadata"]["operation_id"] for _ in range(5)}
 
     assert len(seen) == 5
 
@@ -192,18 +192,18 @@ def test_operation_ids_are_unique_per_request(alice: Caller) -> None:
 def test_reason_is_null_when_not_given(alice: Caller) -> None:
     response = alice.delete_batch([unknown_id()])
 
-    assert response.json["metadata"]["reason"] is None  # type: ignore[index]
+    assert body(response)["metadata"]["reason"] is None
 
 
 def test_vector_store_failure_deletes_records_and_queues_cleanup(alice: Caller, app: Flask) -> None:
     held = stores_of(app)
     ids = [alice.create(hd=2, ld=1, seed=n) for n in range(2)]
     real = held.vectors
-    held.vectors = FlakyVectors(real)  # type: ignore[assignment]
+    held.vectors = FlakyVectors(real)
 
-    body = alice.delete_batch(ids).json
+    payload = body(alice.delete_batch(ids))
 
-    assert body["data"]["deleted"] == {  # type: ignore[index]
+    assert payload["data"]["deleted"] == {
         "count": 2,
         "media_ids": ids,
         "hd_vectors": 0,
@@ -226,9 +226,9 @@ def test_failure_in_one_collection_counts_only_the_other(alice: Caller, app: Fla
     held = stores_of(app)
     media_id = alice.create(hd=3, ld=2)
     real = held.vectors
-    held.vectors = FlakyVectors(real, spaces=("ld",))  # type: ignore[assignment]
+    held.vectors = FlakyVectors(real, spaces=("ld",))
 
-    deleted = alice.delete_batch([media_id]).json["data"]["deleted"]  # type: ignore[index]
+    deleted = body(alice.delete_batch([media_id]))["data"]["deleted"]
 
     assert (deleted["hd_vectors"], deleted["ld_vectors"]) == (3, 0)
     assert deleted["cleanup_pending"] == [media_id]
