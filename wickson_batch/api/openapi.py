@@ -193,7 +193,11 @@ def build_spec(max_batch: int) -> dict[str, Any]:
             }
         },
     )
-    return spec.to_dict()
+    document = spec.to_dict()
+    # The batch size is configuration, not schema: state it where clients look.
+    ids = document["components"]["schemas"]["BatchDeleteRequest"]["properties"]["media_ids"]
+    ids["maxItems"] = max_batch
+    return document
 
 
 @bp.route("/openapi.json", methods=["GET"])

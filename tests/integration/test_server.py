@@ -1,0 +1,172 @@
+"""The real thing: gunicorn serving wsgi:app on the embedded stores, driven like the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "wickson-batch"), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    self.process.stderr.read().decode() if self.process.stderr else ""
+                )
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("server did not become ready")
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+        return code
+
+    def request(
+        self, method: str, path: str, payload: Any = None, key: str | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if payload is not None:
+            request.add_header("Content-Type", "application/json")
+        if key:
+            request.add_header("X-Api-Key", key)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read()), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read()), dict(error.headers)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": "",
+        "QDRANT_URL": "",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "HD_DIM": "8",
+        "LD_DIM": "4",
+        "LOG_LEVEL": "WARNING",
+        "RECONCILE_INTERVAL_SECONDS": "0.2",
+        "RECONCILE_GRACE_SECONDS": "0",
+    }
+    running = Server(f"http://127.0.0.1:{port}", env)
+    yield running
+    if running.process is not None:
+        running.process.kill()
+        running.process.wait()
+
+
+def test_quickstart_flow_over_real_http(server: Server) -> None:
+    key = server.cli("keys", "create", "--owner", "acme", "--name", "quickstart")
+    assert key.returncode == 0, key.stderr
+    secret = key.stdout.strip()
+    seeded = server.cli("seed", "--owner", "acme", "--count", "5", "--hd-per-media", "2")
+    assert seeded.returncode == 0, seeded.stderr
+    ids = seeded.stdout.split()
+    server.start()
+
+    status, payload, headers = server.request(
+        "DELETE",
+        "/v1/media/batch",
+        {"media_ids": ids[:3] + ["vec-missing"], "reason": "demo"},
+        secret,
+    )
+
+    assert status == 200
+    assert payload["message"] == "Batch deletion completed: 3 deleted, 1 failed"
+    assert payload["data"]["deleted"] == {
+        "count": 3,
+        "media_ids": ids[:3],
+        "hd_vectors": 6,
+        "ld_vectors": 3,
+    }
+    assert payload["data"]["failed"]["reasons"] == {"vec-missing": "NOT_FOUND"}
+    assert headers["X-Request-ID"].startswith("req_")
+    assert server.request("GET", f"/v1/media/{ids[0]}", key=secret)[0] == 404
+    assert server.request("GET", f"/v1/media/{ids[4]}", key=secret)[0] == 200
+    assert server.stop() == 0
+
+    check = server.cli("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "live media: 2" in check.stdout
+    assert "points: hd 4, ld 2" in check.stdout
+
+
+def test_commands_that_open_the_vector_store_refuse_while_serving(server: Server) -> None:
+    server.start()
+
+    result = server.cli("seed", "--owner", "acme", "--count", "1")
+
+    assert result.returncode == 1
+    assert "stop the server" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert server.stop() == 0
+
+
+def test_clean_stop_leaves_no_unclean_marker(server: Server, tmp_path: Path) -> None:
+    server.start()
+    marker = tmp_path / "var" / "server.running"
+    assert marker.exists()
+
+    assert server.stop() == 0
+
+    assert not marker.exists()
