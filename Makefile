@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck check clean
+.PHONY: install run test lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(VENV)/.runtime: $(BIN)/python requirements.txt setup.cfg pyproject.toml
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+install: $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
@@ -34,6 +36,10 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# A quick latency figure: 100-id batches over HTTP against gunicorn on a seeded store.
+bench: $(VENV)/.runtime
+	$(BIN)/python bench/batch_latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
