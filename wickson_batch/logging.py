@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's request id is echoed only when it is short and plain; anything else is replaced.
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = structlog.get_logger("wickson_batch")
 
@@ -56,7 +56,7 @@ def current_request_id() -> str:
 def _begin_request() -> None:
     structlog.contextvars.clear_contextvars()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else new_request_id()
     g.started = time.perf_counter()
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -17,18 +16,17 @@ from ..services.errors import MediaNotFound
 from ..stores import stores
 from .requests import json_object, load, load_batch_request
 from .schemas import (
-    MEDIA_ID_PATTERN,
     BatchDeleteResponse,
     CreatedMediaResponse,
     CreateMediaRequest,
     MediaResponse,
     SearchRequest,
     SearchResponse,
+    is_media_id,
 )
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
 
-_media_id = re.compile(MEDIA_ID_PATTERN)
 _batch_response = BatchDeleteResponse()
 _media_response = MediaResponse()
 _created_response = CreatedMediaResponse()
@@ -138,7 +136,7 @@ def create() -> ResponseReturnValue:
 def get(media_id: str) -> ResponseReturnValue:
     """Return one of the caller's live media."""
     principal = require_principal()
-    if not _media_id.match(media_id):
+    if not is_media_id(media_id):
         raise MediaNotFound(media_id[:128])
     view = media.get_media(stores().db, owner=principal.owner, media_id=media_id)
     body = {

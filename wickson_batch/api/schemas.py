@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+import re
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 MEDIA_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 MEDIA_ID_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . : -"
+# fullmatch, not match: `$` would also accept a trailing newline.
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_REASON = 500
 MAX_VECTORS = 256
 MAX_TITLE = 500
 
 
+def is_media_id(value: str) -> bool:
+    """True when `value` is a well-formed media id."""
+    return _MEDIA_ID.fullmatch(value) is not None
+
+
+def _check_media_id(value: str) -> None:
+    if not is_media_id(value):
+        raise ValidationError(f"Media ids are {MEDIA_ID_RULE}")
+
+
 def media_id_field(**kwargs: object) -> fields.String:
     """A media id: 1..128 characters from [A-Za-z0-9_.:-]."""
     return fields.String(
-        validate=validate.Regexp(MEDIA_ID_PATTERN, error=f"Media ids are {MEDIA_ID_RULE}"),
+        validate=_check_media_id,
         metadata={"pattern": MEDIA_ID_PATTERN, "minLength": 1, "maxLength": 128},
         **kwargs,  # type: ignore[arg-type]
     )

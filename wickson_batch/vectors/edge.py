@@ -90,10 +90,14 @@ class EdgeIndex:
         return shard
 
     def ensure(self) -> None:
-        """Open (creating if needed) both shards."""
-        for space in SPACES:
-            if space not in self._shards:
-                self._shards[space] = self._open(space)
+        """Open (creating if needed) both shards; on failure, release any it opened."""
+        try:
+            for space in SPACES:
+                if space not in self._shards:
+                    self._shards[space] = self._open(space)
+        except VectorStoreError:
+            self.close()
+            raise
 
     def upsert(self, space: Space, points: Sequence[VectorPoint]) -> None:
         """Write points in one update."""

@@ -1,0 +1,274 @@
+"""The `wickson-batch` console script on real stores in a temporary DATA_DIR."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import delete
+
+from wickson_batch.cli import main
+from wickson_batch.db import Database
+from wickson_batch.models import Media
+from wickson_batch.services import keys
+from wickson_batch.vectors.edge import EdgeIndex
+
+Invoke = Callable[..., Result]
+
+MEDIA_ID = re.compile(r"^vec-[0-9a-f]{32}$")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+KEYS_HEADER = ["id", "owner", "name", "scopes", "rate_limit", "created", "revoked"]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var"
+
+
+@pytest.fixture
+def invoke(data_dir: Path) -> Invoke:
+    """Run the console script with an environment pointing at `data_dir`."""
+    env: dict[str, str | None] = {
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": "",
+        "QDRANT_URL": "",
+        "QDRANT_API_KEY": "",
+        "HD_DIM": "8",
+        "LD_DIM": "4",
+    }
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(main, list(args), env=env)
+
+    return run
+
+
+@pytest.fixture
+def db(data_dir: Path) -> Iterator[Database]:
+    """The database the console script uses by default: DATA_DIR/wickson.db."""
+    database = Database(f"sqlite:///{data_dir / 'wickson.db'}")
+    database.create_schema()
+    yield database
+    database.dispose()
+
+
+def created_key(invoke: Invoke, *args: str) -> str:
+    """Create a key for `acme` and return the one line it printed."""
+    result = invoke("keys", "create", "--owner", "acme", *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def principal(db: Database, key: str) -> keys.Principal:
+    """Return the principal of a key that must authenticate."""
+    found = keys.authenticate(db, key)
+    assert found is not None
+    return found
+
+
+def key_rows(invoke: Invoke) -> list[list[str]]:
+    """Return `keys list` as rows of fields, the header first."""
+    result = invoke("keys", "list")
+    assert result.exit_code == 0, result.output
+    return [line.split("\t") for line in result.stdout.splitlines()]
+
+
+def seeded(invoke: Invoke, count: int = 25) -> list[str]:
+    """Seed media with 2 hd and 1 ld point each and return their ids."""
+    per_media = ("--hd-per-media", "2", "--ld-per-media", "1")
+    result = invoke("seed", "--owner", "acme", "--count", str(count), *per_media)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def check_lines(live: int, hd: int, ld: int, orphan_hd: int = 0, orphan_ld: int = 0) -> list[str]:
+    """Return what `check` prints for a store with no pending work and no missing points."""
+    return [
+        f"live media: {live}, pending media: 0",
+        f"points: hd {hd}, ld {ld}",
+        "pending cleanup tasks: 0",
+        f"orphan points: hd {orphan_hd}, ld {orphan_ld}",
+        "media missing points: 0",
+    ]
+
+
+# keys create
+
+
+def test_keys_create_prints_only_the_key_on_stdout(invoke: Invoke) -> None:
+    result = invoke("keys", "create", "--owner", "acme")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("wkb_")
+    assert len(lines[0]) > 40
+    assert lines[0] not in result.stderr
+
+
+def test_created_key_authenticates_for_its_owner(invoke: Invoke, db: Database) -> None:
+    key = created_key(invoke)
+
+    assert principal(db, key).owner == "acme"
+
+
+def test_created_key_has_all_three_scopes_by_default(invoke: Invoke, db: Database) -> None:
+    key = created_key(invoke)
+
+    assert principal(db, key).scopes == frozenset(keys.SCOPES)
+
+
+def test_scope_option_restricts_the_key(invoke: Invoke, db: Database) -> None:
+    key = created_key(invoke, "--scope", "media:read")
+
+    assert principal(db, key).scopes == frozenset({"media:read"})
+
+
+def test_rate_limit_option_is_stored_on_the_key(invoke: Invoke, db: Database) -> None:
+    key = created_key(invoke, "--rate-limit", "5/minute")
+
+    assert principal(db, key).rate_limit == "5/minute"
+
+
+def test_bad_rate_limit_is_refused_clearly_and_stores_nothing(invoke: Invoke, db: Database) -> None:
+    result = invoke("keys", "create", "--owner", "acme", "--rate-limit", "nonsense")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "rate limit 'nonsense' is not like '100/minute'" in result.stderr
+    assert "Traceback" not in result.output
+    assert keys.list_keys(db) == []
+
+
+def test_unknown_scope_is_refused(invoke: Invoke, db: Database) -> None:
+    result = invoke("keys", "create", "--owner", "acme", "--scope", "media:everything")
+
+    assert result.exit_code == 2
+    assert "media:everything" in result.stderr
+    assert keys.list_keys(db) == []
+
+
+# keys list
+
+
+def test_keys_list_shows_id_owner_name_scopes_limit_created_revoked(invoke: Invoke) -> None:
+    created_key(invoke, "--name", "ci", "--rate-limit", "5/minute")
+    created_key(invoke, "--scope", "media:read")
+
+    header, first, second = key_rows(invoke)
+
+    assert header == KEYS_HEADER
+    assert first[:5] == ["1", "acme", "ci", "media:read,media:write,media:delete", "5/minute"]
+    assert TIMESTAMP.match(first[5])
+    assert first[6] == "-"
+    assert second[:5] == ["2", "acme", "-", "media:read", "default"]
+
+
+def test_keys_list_never_shows_the_key_or_its_hash(invoke: Invoke) -> None:
+    key = created_key(invoke)
+
+    listing = invoke("keys", "list").output
+
+    assert key not in listing
+    assert keys.hash_key(key) not in listing
+
+
+# keys revoke
+
+
+def test_revoked_key_no_longer_authenticates(invoke: Invoke, db: Database) -> None:
+    key = created_key(invoke)
+    key_id = principal(db, key).key_id
+
+    result = invoke("keys", "revoke", str(key_id))
+
+    assert result.exit_code == 0, result.output
+    assert keys.authenticate(db, key) is None
+
+
+def test_revoked_key_shows_its_revocation_time_in_the_list(invoke: Invoke, db: Database) -> None:
+    key = created_key(invoke)
+    invoke("keys", "revoke", str(principal(db, key).key_id))
+
+    _, row = key_rows(invoke)
+
+    assert TIMESTAMP.match(row[6])
+
+
+def test_revoking_an_unknown_id_exits_1_with_a_message(invoke: Invoke) -> None:
+    result = invoke("keys", "revoke", "999")
+
+    assert result.exit_code == 1
+    assert "no API key with id 999" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# seed, check, reconcile
+
+
+def test_seed_prints_one_new_media_id_a_line(invoke: Invoke) -> None:
+    ids = seeded(invoke, 25)
+
+    assert len(ids) == 25
+    assert len(set(ids)) == 25
+    assert all(MEDIA_ID.match(media_id) for media_id in ids)
+
+
+def test_check_after_seeding_is_consistent(invoke: Invoke) -> None:
+    seeded(invoke, 25)
+
+    result = invoke("check")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [*check_lines(25, 50, 25), "consistent"]
+
+
+def test_check_reports_orphan_points_and_exits_1(invoke: Invoke, db: Database) -> None:
+    orphan = seeded(invoke, 25)[0]
+    with db.unit_of_work() as uow:
+        uow.session.execute(delete(Media).where(Media.id == orphan))
+        uow.commit()
+
+    result = invoke("check")
+
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == check_lines(24, 50, 25, orphan_hd=2, orphan_ld=1)
+    assert "INCONSISTENT: run `wickson-batch reconcile`" in result.stderr
+
+
+def test_reconcile_removes_orphan_points(invoke: Invoke, db: Database) -> None:
+    orphan = seeded(invoke, 25)[0]
+    with db.unit_of_work() as uow:
+        uow.session.execute(delete(Media).where(Media.id == orphan))
+        uow.commit()
+
+    reconciled = invoke("reconcile")
+    checked = invoke("check")
+
+    assert reconciled.exit_code == 0, reconciled.output
+    assert reconciled.stdout.splitlines() == [
+        "cleanup tasks done: 0, failed: 0; stale pending media removed: 0; "
+        "orphan points removed: hd 2, ld 1"
+    ]
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines() == [*check_lines(24, 48, 24), "consistent"]
+
+
+def test_command_needing_the_locked_store_says_to_stop_the_server(
+    invoke: Invoke, data_dir: Path
+) -> None:
+    held = EdgeIndex(str(data_dir), {"hd": 8, "ld": 4})
+    held.ensure()
+    try:
+        result = invoke("check")
+    finally:
+        held.close()
+
+    assert result.exit_code == 1
+    assert "stop the server" in result.stderr
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
