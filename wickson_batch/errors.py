@@ -162,7 +162,7 @@ def handle_domain_error(error: Exception) -> Response:
             ServiceUnavailable("The database is unavailable; nothing was changed. Retry later.")
         )
     if isinstance(error, InvalidVectors):
-        return handle_api_error(InvalidRequest(str(error), {"field": "vectors"}))
+        return handle_api_error(InvalidRequest(str(error), {"field": error.field}))
     if isinstance(error, VectorStoreError):
         log.error("vectors.unavailable", error=str(error))
         return handle_api_error(ServiceUnavailable("The vector store is unavailable. Retry later."))

@@ -38,17 +38,26 @@ def json_body(max_bytes: int | None = None) -> Any:
     raw = request.get_data(cache=False)
     try:
         return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        raise InvalidRequest(f"Malformed JSON: {error}") from None
+    except json.JSONDecodeError as error:
+        problem = f"{error.msg} at line {error.lineno} column {error.colno}"
+    except UnicodeDecodeError:
+        problem = "the body is not UTF-8 text"
+    except RecursionError:
+        problem = "nested too deeply"
+    except ValueError as error:  # NaN and Infinity, which JSON does not have
+        problem = str(error)
+    raise InvalidRequest(f"Malformed JSON: {problem}")
 
 
 def json_object(max_bytes: int | None = None) -> dict[str, Any]:
     """Return the request's JSON body, which must be an object."""
     body = json_body(max_bytes)
     if not isinstance(body, dict):
+        received = _json_type(body)
         raise InvalidRequest(
-            f"The body must be a JSON object, not {type(body).__name__}",
-            {"received": _json_type(body)},
+            f"The body must be a JSON object, not {'an' if received[0] in 'aeiou' else 'a'} "
+            f"{received}",
+            {"received": received},
         )
     return body
 

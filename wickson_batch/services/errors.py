@@ -36,4 +36,8 @@ class VectorStoreLocked(VectorStoreError):
 
 
 class InvalidVectors(DomainError):
-    """Vectors do not fit the configured spaces."""
+    """Vectors do not fit the configured spaces; `field` names the request field."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field

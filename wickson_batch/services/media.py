@@ -48,19 +48,14 @@ def _view(media: Media) -> MediaView:
     )
 
 
-def check_vectors(
-    vectors_by_space: dict[Space, Sequence[Sequence[float]]], dims: dict[Space, int]
-) -> None:
-    """Raise InvalidVectors unless every vector has its space's size and finite values."""
-    for space in SPACES:
-        for index, vector in enumerate(vectors_by_space[space]):
-            if len(vector) != dims[space]:
-                raise InvalidVectors(
-                    f"{space}_vectors[{index}] has {len(vector)} dimensions; "
-                    f"this service stores {dims[space]}"
-                )
-            if not all(math.isfinite(value) for value in vector):
-                raise InvalidVectors(f"{space}_vectors[{index}] holds a value that is not finite")
+def check_vector(vector: Sequence[float], dim: int, field: str, label: str) -> None:
+    """Raise InvalidVectors unless `vector` has `dim` finite values."""
+    if len(vector) != dim:
+        raise InvalidVectors(
+            f"{label} has {len(vector)} dimensions; this service stores {dim}", field
+        )
+    if not all(math.isfinite(value) for value in vector):
+        raise InvalidVectors(f"{label} holds a value that is not finite", field)
 
 
 def _points(
@@ -85,9 +80,14 @@ def create_media(
 ) -> MediaView:
     """Write a media row as `pending`, its points, then mark it `live`."""
     if not hd_vectors and not ld_vectors:
-        raise InvalidVectors("a media needs at least one vector in hd_vectors or ld_vectors")
+        raise InvalidVectors(
+            "a media needs at least one vector in hd_vectors or ld_vectors", "hd_vectors"
+        )
     by_space: dict[Space, Sequence[Sequence[float]]] = {"hd": hd_vectors, "ld": ld_vectors}
-    check_vectors(by_space, vectors.dims)
+    for space in SPACES:
+        for index, vector in enumerate(by_space[space]):
+            field = f"{space}_vectors"
+            check_vector(vector, vectors.dims[space], field, f"{field}[{index}]")
     counts = {"hd_count": len(hd_vectors), "ld_count": len(ld_vectors)}
     media = Media(
         id=new_media_id(),
@@ -177,7 +177,7 @@ def search_media(
     limit: int,
 ) -> list[Hit]:
     """Return up to `limit` distinct live media of this owner nearest to `vector`."""
-    check_vectors({"hd": [], "ld": [], space: [vector]}, vectors.dims)
+    check_vector(vector, vectors.dims[space], "vector", f"vector (space {space})")
     fetch = limit * SEARCH_FETCH_FACTOR
     while True:
         hits = vectors.search(space, vector, owner, fetch)
