@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ class Server:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, so a kill reaches the workers too
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -75,6 +77,15 @@ class Server:
             self.process.stderr.close()
         self.process = None
         return code
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once: a crash, no shutdown hooks."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
 
     def request(
         self, method: str, path: str, payload: Any = None, key: str | None = None
@@ -111,8 +122,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     running = Server(f"http://127.0.0.1:{port}", env)
     yield running
     if running.process is not None:
-        running.process.kill()
-        running.process.wait()
+        running.kill()
 
 
 def test_quickstart_flow_over_real_http(server: Server) -> None:
@@ -170,3 +180,25 @@ def test_clean_stop_leaves_no_unclean_marker(server: Server, tmp_path: Path) -> 
     assert server.stop() == 0
 
     assert not marker.exists()
+
+
+def test_restart_after_a_kill_removes_orphan_points(server: Server, tmp_path: Path) -> None:
+    seeded = server.cli("seed", "--owner", "acme", "--count", "4", "--hd-per-media", "3")
+    ids = seeded.stdout.split()
+    server.start()
+    server.kill()  # no shutdown hooks: the unclean-stop marker stays behind
+    assert (tmp_path / "var" / "server.running").exists()
+    # A row gone without its points: what a crash between the two stores leaves.
+    db = sqlite3.connect(tmp_path / "var" / "wickson.db")
+    with db:
+        db.execute("DELETE FROM media WHERE id = ?", (ids[0],))
+    db.close()
+    assert server.cli("check").returncode == 1
+
+    server.start()  # start-up runs the full orphan scan
+    time.sleep(2.0)  # the scan runs in the background; on 4 media it takes milliseconds
+    assert server.stop() == 0
+
+    check = server.cli("check")
+    assert check.returncode == 0, check.stdout
+    assert "points: hd 9, ld 3" in check.stdout
