@@ -131,7 +131,7 @@ def create() -> ResponseReturnValue:
     return dump(_created_response, body), 201
 
 
-@bp.route("/<string:media_id>", methods=["GET"])
+@bp.route("/<media_id>", methods=["GET"])
 @require_scope("media:read")
 def get(media_id: str) -> ResponseReturnValue:
     """Return one of the caller's live media."""
