@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from ..db import Database
 from ..models import Media, MediaState, utcnow
@@ -30,8 +30,27 @@ def seed_media(
     per_media: dict[Space, int] = {"hd": hd, "ld": ld}
     for start in range(0, count, SEED_BATCH):
         ids = [new_media_id() for _ in range(min(SEED_BATCH, count - start))]
-        # Points first, rows second: a crash in between leaves only orphan points,
-        # which `reconcile` removes; never a live row without its points.
+        now = utcnow()
+        # The same protocol as a single creation, a batch at a time: rows `pending`, then
+        # the points, then `live`. A crash in between leaves pending rows the reconciler removes.
+        with db.unit_of_work() as uow:
+            uow.session.execute(
+                insert(Media),
+                [
+                    {
+                        "id": media_id,
+                        "owner": owner,
+                        "state": MediaState.PENDING,
+                        "title": f"demo {start + i}",
+                        "metadata_": None,
+                        "hd_count": hd,
+                        "ld_count": ld,
+                        "created_at": now,
+                    }
+                    for i, media_id in enumerate(ids)
+                ],
+            )
+            uow.commit()
         for space in SPACES:
             k = per_media[space]
             if not k:
@@ -44,23 +63,9 @@ def seed_media(
                 for j in range(k)
             ]
             vectors.upsert(space, points)
-        now = utcnow()
         with db.unit_of_work() as uow:
             uow.session.execute(
-                insert(Media),
-                [
-                    {
-                        "id": media_id,
-                        "owner": owner,
-                        "state": MediaState.LIVE,
-                        "title": f"demo {start + i}",
-                        "metadata_": None,
-                        "hd_count": hd,
-                        "ld_count": ld,
-                        "created_at": now,
-                    }
-                    for i, media_id in enumerate(ids)
-                ],
+                update(Media).where(Media.id.in_(ids)).values(state=MediaState.LIVE)
             )
             uow.commit()
         yield ids
