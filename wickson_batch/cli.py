@@ -145,9 +145,12 @@ def seed(owner: str, count: int, hd_per_media: int, ld_per_media: int) -> None:
 @main.command()
 def reconcile() -> None:
     """Drain every pending vector cleanup now and remove orphan points."""
+    settings = _settings()
     with _stores() as held:
+        stale = cleanup.remove_stale_pending(
+            held.db, grace=timedelta(seconds=settings["RECONCILE_GRACE_SECONDS"])
+        )
         report = cleanup.drain_cleanup(held.db, held.vectors, grace=timedelta(0))
-        stale = cleanup.remove_stale_pending(held.db, held.vectors, grace=timedelta(seconds=60))
         orphans = cleanup.remove_orphans(held.db, held.vectors)
     click.echo(
         f"cleanup tasks done: {report.tasks_done}, failed: {report.tasks_failed}; "

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
 from flask import Flask
 
 from tests.conftest import Caller, body, stores_of, vector
 from tests.faults import FlakyVectors
 from wickson_batch.models import Media
+from wickson_batch.services import cleanup
+from wickson_batch.vectors.base import Space
 
 MEDIA_ID = re.compile(r"^vec-[0-9a-f]{32}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -115,6 +120,36 @@ def test_failed_vector_write_leaves_no_media_behind(alice: Caller, app: Flask) -
 
     assert response.status_code == 503
     assert body(response)["error"]["code"] == "SERVICE_UNAVAILABLE"
+    with held.db.unit_of_work() as uow:
+        assert uow.session.query(Media).count() == 0
+    assert (real.count("hd"), real.count("ld")) == (0, 0)
+
+
+class ReconcilerDuringUpsert(FlakyVectors):
+    """Runs the reconciler's pending sweep (grace 0) just before the first upsert lands."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(stores_of(app).vectors, operations=())
+        self.db = stores_of(app).db
+        self.swept = False
+
+    def upsert(self, space: Space, points: Sequence[Any]) -> None:
+        if not self.swept:
+            self.swept = True
+            cleanup.remove_stale_pending(self.db, grace=timedelta(0))
+            cleanup.drain_cleanup(self.db, self.inner, grace=timedelta(0))
+        super().upsert(space, points)
+
+
+def test_creation_overtaken_by_the_reconciler_leaves_nothing(alice: Caller, app: Flask) -> None:
+    held = stores_of(app)
+    real = held.vectors
+    held.vectors = ReconcilerDuringUpsert(app)
+    payload = {"hd_vectors": [vector(8, 1)], "ld_vectors": [vector(4, 1)]}
+
+    response = alice.client.post("/v1/media", json=payload, headers=alice.headers)
+
+    assert response.status_code == 503
     with held.db.unit_of_work() as uow:
         assert uow.session.query(Media).count() == 0
     assert (real.count("hd"), real.count("ld")) == (0, 0)

@@ -127,10 +127,13 @@ def test_stale_pending_media_is_removed_with_its_points(alice: Caller, app: Flas
     live = alice.create(hd=2, ld=1, seed=7)
     insert_pending(app, "vec-crashed", utcnow() - grace - timedelta(seconds=1))
 
-    removed = cleanup.remove_stale_pending(held.db, held.vectors, grace=grace)
+    removed = cleanup.remove_stale_pending(held.db, grace=grace)
 
     assert removed == 1
     assert media_row(app, "vec-crashed") is None
+    assert points(held.vectors, "vec-crashed") == (2, 1)  # queued, not yet drained
+    assert cleanup.pending_cleanup_count(held.db) == 1
+    cleanup.drain_cleanup(held.db, held.vectors, grace=grace)
     assert points(held.vectors, "vec-crashed") == (0, 0)
     assert alice.get(live).status_code == 200
     assert points(held.vectors, live) == (2, 1)
@@ -141,7 +144,7 @@ def test_young_pending_media_is_left_alone(app: Flask) -> None:
     grace = grace_of(app)
     insert_pending(app, "vec-creating", utcnow() - grace / 2)
 
-    removed = cleanup.remove_stale_pending(held.db, held.vectors, grace=grace)
+    removed = cleanup.remove_stale_pending(held.db, grace=grace)
 
     row = media_row(app, "vec-creating")
     assert removed == 0

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from ..db import Database
 from ..models import CleanupTask, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex
-from .deletion import DeletedMedia, points_by_space
-from .errors import DomainError
+from .deletion import DeletedMedia, remove_points
 
 log = structlog.get_logger("wickson_batch")
 
@@ -27,12 +26,6 @@ DRAIN_BATCH = 500
 def backoff(attempts: int) -> timedelta:
     """Return how long to wait before attempt number `attempts + 1`."""
     return timedelta(seconds=min(MAX_BACKOFF_SECONDS, 2 ** min(attempts, 16)))
-
-
-def remove_points(vectors: VectorIndex, items: list[DeletedMedia]) -> None:
-    """Delete every point of `items`, one call per collection; raise on failure."""
-    for space, ids in points_by_space(items).items():
-        vectors.delete(space, ids)
 
 
 @dataclass(slots=True)
@@ -70,12 +63,11 @@ def drain_cleanup(
             return report
         items = [DeletedMedia(t.media_id, t.hd_count, t.ld_count) for t in tasks]
         task_ids = [t.id for t in tasks]
-        try:
-            remove_points(vectors, items)
-        except DomainError as error:
-            _postpone(db, tasks, now, str(error))
+        failure = "; ".join(error for error in remove_points(vectors, items).values() if error)
+        if failure:
+            _postpone(db, tasks, now, failure)
             report.tasks_failed += len(tasks)
-            log.warning("cleanup.retry_later", tasks=len(tasks), error=str(error))
+            log.warning("cleanup.retry_later", tasks=len(tasks), error=failure)
             return report
         with db.unit_of_work() as uow:
             uow.session.execute(delete(CleanupTask).where(CleanupTask.id.in_(task_ids)))
@@ -98,30 +90,42 @@ def _postpone(db: Database, tasks: list[CleanupTask], now: datetime, error: str)
         uow.commit()
 
 
-def remove_stale_pending(
-    db: Database, vectors: VectorIndex, *, grace: timedelta, now: datetime | None = None
-) -> int:
-    """Remove media left `pending` past `grace` (a crashed creation) and their points."""
+def remove_stale_pending(db: Database, *, grace: timedelta, now: datetime | None = None) -> int:
+    """Claim media left `pending` past `grace` (a crashed creation) and queue their points.
+
+    The rows go first, in the same transaction that queues their cleanup: a creation still
+    running then fails to mark its row live and removes its own points, so a slow creation
+    can never end up live without them. The next drain removes the queued points.
+    """
     now = now or utcnow()
     with db.unit_of_work() as uow:
-        stale = list(
+        claimed = list(
             uow.session.execute(
-                select(Media.id, Media.hd_count, Media.ld_count).where(
-                    Media.state == MediaState.PENDING, Media.created_at <= now - grace
-                )
+                delete(Media)
+                .where(Media.state == MediaState.PENDING, Media.created_at <= now - grace)
+                .returning(Media.id, Media.hd_count, Media.ld_count, Media.created_at)
+                .execution_options(synchronize_session=False)
             )
         )
-    if not stale:
-        return 0
-    remove_points(vectors, [DeletedMedia(row.id, row.hd_count, row.ld_count) for row in stale])
-    with db.unit_of_work() as uow:
-        uow.session.execute(
-            delete(Media).where(
-                Media.id.in_([row.id for row in stale]), Media.state == MediaState.PENDING
+        if claimed:
+            operation_id = f"reconcile_{uuid.uuid4().hex}"
+            uow.session.execute(
+                insert(CleanupTask),
+                [
+                    {
+                        "media_id": row.id,
+                        "operation_id": operation_id,
+                        "hd_count": row.hd_count,
+                        "ld_count": row.ld_count,
+                        "created_at": row.created_at,
+                        "next_attempt_at": now,
+                        "attempts": 0,
+                    }
+                    for row in claimed
+                ],
             )
-        )
         uow.commit()
-    return len(stale)
+    return len(claimed)
 
 
 def _existing_media(db: Database, media_ids: set[str]) -> set[str]:
@@ -226,16 +230,15 @@ class Reconciler:
             self._thread.join(timeout)
 
     def run_once(self) -> DrainReport:
-        """Do one round: orphan scan if owed, cleanup tasks, stale pending media, flush."""
+        """Do one round: orphan scan if owed, stale pending media, cleanup tasks, flush."""
         if self.full_scan_pending:
             removed = remove_orphans(self.db, self.vectors)
             self.full_scan_pending = False
             log.info("reconcile.orphans_removed", **removed)
         now = self.clock()
+        pending_removed = remove_stale_pending(self.db, grace=self.grace, now=now)
         report = drain_cleanup(self.db, self.vectors, grace=self.grace, now=now)
-        report.pending_removed = remove_stale_pending(
-            self.db, self.vectors, grace=self.grace, now=now
-        )
+        report.pending_removed = pending_removed
         self.vectors.flush()
         if report.tasks_done or report.tasks_failed or report.pending_removed:
             log.info(

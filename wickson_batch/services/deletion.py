@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, update
 from ..db import Database
 from ..models import CleanupTask, Media, MediaState, Operation, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex, point_ids_for
-from .errors import DomainError, FailureReason, VectorStoreError
+from .errors import FailureReason
 
 log = structlog.get_logger("wickson_batch")
 
@@ -134,17 +134,17 @@ def points_by_space(items: Sequence[DeletedMedia]) -> dict[Space, list[uuid.UUID
     }
 
 
-def _remove_points(vectors: VectorIndex, deleted: list[DeletedMedia]) -> dict[Space, bool]:
-    """Step 2: one delete-by-ids call per collection; report which succeeded."""
-    removed: dict[Space, bool] = {}
-    for space, ids in points_by_space(deleted).items():
+def remove_points(vectors: VectorIndex, items: Sequence[DeletedMedia]) -> dict[Space, str | None]:
+    """Delete every point of `items`, one call per collection; return each one's error or None."""
+    errors: dict[Space, str | None] = {}
+    for space, ids in points_by_space(items).items():
         try:
             vectors.delete(space, ids)
-            removed[space] = True
-        except VectorStoreError as error:
+            errors[space] = None
+        except Exception as error:  # whatever failed, the deletion already counts in SQL
             log.warning("vectors.delete_failed", space=space, points=len(ids), error=str(error))
-            removed[space] = False
-    return removed
+            errors[space] = str(error) or type(error).__name__
+    return errors
 
 
 def _close_tasks(db: Database, operation_id: str) -> None:
@@ -153,7 +153,7 @@ def _close_tasks(db: Database, operation_id: str) -> None:
         with db.unit_of_work() as uow:
             uow.session.execute(delete(CleanupTask).where(CleanupTask.operation_id == operation_id))
             uow.commit()
-    except DomainError as error:
+    except Exception as error:  # the batch is decided; its answer must still reach the caller
         # The tasks stay and the reconciler repeats the (idempotent) point deletion.
         log.warning("cleanup.close_failed", operation_id=operation_id, error=str(error))
 
@@ -169,7 +169,7 @@ def _record_pending(db: Database, outcome: BatchOutcome) -> None:
                 )
             )
             uow.commit()
-    except DomainError as error:
+    except Exception as error:  # the batch is decided; its answer must still reach the caller
         log.warning("operation.update_failed", operation_id=outcome.operation_id, error=str(error))
 
 
@@ -190,11 +190,11 @@ def delete_batch(
     deleted, failed = _decide(db, owner, api_key_id, media_ids, reason, operation_id, now)
     outcome = BatchOutcome(operation_id, now, reason, deleted, failed)
     if deleted:
-        removed = _remove_points(vectors, deleted)
+        errors = remove_points(vectors, deleted)
         for space in SPACES:
-            if removed[space]:
+            if errors[space] is None:
                 outcome.vectors_removed[space] = sum(item.count(space) for item in deleted)
-        if all(removed.values()):
+        if not any(errors.values()):
             _close_tasks(db, operation_id)
         else:
             outcome.cleanup_pending = outcome.deleted_ids

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from ..db import Database
 from ..models import Media, MediaState, utcnow
 from ..vectors.base import SPACES, Hit, Space, VectorIndex, VectorPoint, point_id
-from .deletion import DeletedMedia, points_by_space
+from .deletion import DeletedMedia, remove_points
 from .errors import DomainError, InvalidVectors, MediaNotFound, VectorStoreError
 
 log = structlog.get_logger("wickson_batch")
@@ -123,8 +123,11 @@ def create_media(
 def _abandon(db: Database, vectors: VectorIndex, media_id: str, counts: dict[str, int]) -> None:
     """Undo a failed creation as far as possible; the reconciler finishes what is left."""
     try:
-        for space, ids in points_by_space([DeletedMedia(media_id, **counts)]).items():
-            vectors.delete(space, ids)
+        with db.unit_of_work() as uow:
+            state = uow.session.scalar(select(Media.state).where(Media.id == media_id))
+        if state == MediaState.LIVE:
+            return  # marking it live did commit; only the acknowledgement was lost
+        remove_points(vectors, [DeletedMedia(media_id, **counts)])
         with db.unit_of_work() as uow:
             uow.session.execute(
                 delete(Media).where(Media.id == media_id, Media.state == MediaState.PENDING)
