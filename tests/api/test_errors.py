@@ -615,9 +615,9 @@ def test_create_with_a_wrong_dimension_is_invalid_request(
         response,
         400,
         "INVALID_REQUEST",
-        f"{space}_vectors[1] has {dim + 1} dimensions; this service stores {dim}",
+        f"Invalid {space}_vectors[1]: has {dim + 1} dimensions; this service stores {dim}",
     )
-    assert details == {"field": f"{space}_vectors"}
+    assert details == {"field": f"{space}_vectors", "path": [1]}
     assert_unchanged(app, before, alice, mine)
 
 

@@ -67,24 +67,40 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "number")
 
 
-def _first_error(messages: Any) -> str:
-    while isinstance(messages, dict | list):
-        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
-    return str(messages)
-
-
 def _messages(error: ValidationError) -> dict[str, Any]:
     messages = error.messages
     return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
+def _first_error(messages: Any) -> tuple[list[str | int], str]:
+    """Follow marshmallow's message tree to its first leaf: (path below the field, text)."""
+    path: list[str | int] = []
+    while isinstance(messages, dict | list):
+        if isinstance(messages, list):
+            messages = messages[0]
+            continue
+        keys = list(messages)
+        key = min(keys) if all(isinstance(k, int) for k in keys) else keys[0]
+        path.append(key)
+        messages = messages[key]
+    return path, str(messages)
+
+
 def field_error(messages: dict[str, Any]) -> ApiError:
-    """Turn marshmallow's messages into one INVALID_REQUEST naming the first bad field."""
+    """Turn marshmallow's messages into one INVALID_REQUEST naming the first bad field.
+
+    Only the first problem is reported: the tree of every problem in a large body could be
+    far larger than the body itself.
+    """
     name = next(iter(messages))
-    problem = _first_error(messages[name])
+    path, problem = _first_error(messages[name])
     if problem == "Unknown field.":
         return InvalidRequest(f"Unknown field: {name}", {"field": name})
-    return InvalidRequest(f"Invalid {name}: {problem}", {"field": name, "errors": messages[name]})
+    where = name + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    details: dict[str, Any] = {"field": name}
+    if path:
+        details["path"] = path
+    return InvalidRequest(f"Invalid {where}: {problem}", details)
 
 
 def load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from flask import current_app
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 MEDIA_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 MEDIA_ID_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . : -"
@@ -13,6 +16,9 @@ _MEDIA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_REASON = 500
 MAX_VECTORS = 256
 MAX_TITLE = 500
+MAX_METADATA_BYTES = 64 * 1024
+MAX_DIM = 65_536  # Qdrant's own limit on a vector's size
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def is_media_id(value: str) -> bool:
@@ -57,25 +63,65 @@ class BatchDeleteRequest(StrictSchema):
     )
 
 
+class Vector(fields.List[float]):
+    """One vector: JSON numbers only, within float32 range, not all zero.
+
+    Checked in one pass over plain Python values, not a marshmallow field per number, and
+    the size first: a wrong or huge vector costs almost nothing to refuse.
+    """
+
+    def __init__(self, space: str | None = None, **kwargs: Any) -> None:
+        super().__init__(fields.Float(), **kwargs)
+        self.space = space  # with a space, the size must be that space's configured size
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[float | None]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        if self.space is not None:
+            size = int(current_app.config[f"{self.space.upper()}_DIM"])
+            if len(value) != size:
+                raise ValidationError(f"has {len(value)} dimensions; this service stores {size}")
+        if not 1 <= len(value) <= MAX_DIM:
+            raise ValidationError(f"a vector holds 1 to {MAX_DIM} numbers")
+        if not all(type(v) is float or type(v) is int for v in value):
+            raise ValidationError("a vector holds JSON numbers only")
+        if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in value):
+            raise ValidationError("a value is outside the 32-bit float range")
+        if not any(value):
+            raise ValidationError("a vector of zeros has no direction")
+        vector: list[float | None] = [float(v) for v in value]
+        return vector
+
+
+class Vectors(fields.List[list[float | None]]):
+    """The vectors of one space: at most MAX_VECTORS, counted before any is read."""
+
+    def __init__(self, space: str, **kwargs: Any) -> None:
+        super().__init__(Vector(space), load_default=list, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, list) and len(value) > MAX_VECTORS:
+            raise ValidationError(f"at most {MAX_VECTORS} vectors per space")
+        result: list[Any] = super()._deserialize(value, attr, data, **kwargs)
+        return result
+
+
 class CreateMediaRequest(StrictSchema):
     title = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=MAX_TITLE)
     )
     metadata = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
-    hd_vectors = fields.List(
-        fields.List(fields.Float(allow_nan=False)),
-        load_default=list,
-        validate=validate.Length(max=MAX_VECTORS),
-    )
-    ld_vectors = fields.List(
-        fields.List(fields.Float(allow_nan=False)),
-        load_default=list,
-        validate=validate.Length(max=MAX_VECTORS),
-    )
+    hd_vectors = Vectors("hd", metadata={"maxItems": MAX_VECTORS})
+    ld_vectors = Vectors("ld", metadata={"maxItems": MAX_VECTORS})
+
+    @validates("metadata")
+    def _metadata_size(self, value: dict[str, Any] | None, **_: Any) -> None:
+        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValidationError(f"metadata is at most {MAX_METADATA_BYTES} bytes of JSON")
 
 
 class SearchRequest(StrictSchema):
-    vector = fields.List(fields.Float(allow_nan=False), required=True)
+    vector = Vector(required=True)
     space = fields.String(required=True, validate=validate.OneOf(["hd", "ld"]))
     limit = fields.Integer(load_default=10, strict=True, validate=validate.Range(min=1, max=100))
 
