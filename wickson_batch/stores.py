@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +15,41 @@ from .services.cleanup import Reconciler
 from .vectors import build_vector_index
 from .vectors.base import VectorIndex
 
-# Present while a server process holds the embedded stores; left behind by an unclean stop.
-RUNNING_MARKER = "server.running"
+# One file per serving process, `DATA_DIR/run/<pid>.running`, locked while the process
+# lives and removed at a clean stop. One that can be locked by someone else was left by a
+# process that is gone (the kernel drops the lock with the process): an unclean stop.
+RUN_DIR = "run"
+
+
+def _lock(path: str) -> int | None:
+    """Return an fd holding an exclusive lock on `path`, or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claim_run_marker(data_dir: str) -> tuple[str, int, bool]:
+    """Lock this process's marker; return it, its fd, and whether a dead process left one."""
+    run_dir = os.path.join(data_dir, RUN_DIR)
+    os.makedirs(run_dir, exist_ok=True)
+    unclean = False
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if not name.endswith(".running"):
+            continue
+        fd = _lock(path)
+        if fd is not None:  # nobody holds it: its process is gone
+            unclean = True
+            os.remove(path)
+            os.close(fd)
+    marker = os.path.join(run_dir, f"{os.getpid()}.running")
+    fd = _lock(marker)
+    assert fd is not None, "this process's own marker is locked by another"
+    return marker, fd, unclean
 
 
 @dataclass
@@ -26,6 +60,7 @@ class Stores:
     vectors: VectorIndex
     reconciler: Reconciler | None = None
     marker: str | None = None
+    marker_fd: int | None = None
 
     @classmethod
     def open(cls, settings: Mapping[str, Any]) -> Stores:
@@ -42,11 +77,7 @@ class Stores:
 
     def start_reconciler(self, settings: Mapping[str, Any]) -> None:
         """Run the reconciler in this process; after an unclean stop, scan for orphans first."""
-        os.makedirs(settings["DATA_DIR"], exist_ok=True)
-        self.marker = os.path.join(settings["DATA_DIR"], RUNNING_MARKER)
-        unclean = os.path.exists(self.marker)
-        with open(self.marker, "w") as handle:
-            handle.write(str(os.getpid()))
+        self.marker, self.marker_fd, unclean = claim_run_marker(settings["DATA_DIR"])
         self.reconciler = Reconciler(
             self.db,
             self.vectors,
@@ -57,15 +88,19 @@ class Stores:
         self.reconciler.start()
 
     def close(self) -> None:
-        """Stop the reconciler, flush and release both stores."""
+        """Stop the reconciler, flush and release both stores; a clean stop clears the marker."""
         if self.reconciler is not None:
             self.reconciler.stop()
             self.reconciler = None
-        self.vectors.close()
-        self.db.dispose()
+        try:
+            self.vectors.close()
+        finally:
+            self.db.dispose()
         if self.marker and os.path.exists(self.marker):
             os.remove(self.marker)
-            self.marker = None
+        if self.marker_fd is not None:
+            os.close(self.marker_fd)
+        self.marker, self.marker_fd = None, None
 
 
 def stores() -> Stores:

@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 
 from flask import request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import (
     ApiError,
@@ -36,6 +37,10 @@ def json_body(max_bytes: int | None = None) -> Any:
     if max_bytes is not None:
         request.max_content_length = max_bytes
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A streamed (chunked) body is cut at the limit rather than refused: refuse it here.
+        raise RequestEntityTooLarge()
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:

@@ -1,7 +1,9 @@
-"""Vectors and metadata in create and search: refused cheaply, exactly, and with small errors."""
+"""Bodies, vectors and metadata: refused cheaply, exactly, and with small errors."""
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -104,3 +106,34 @@ def test_search_refuses_a_string_in_its_vector(alice: Caller) -> None:
     assert_invalid(
         response, "Invalid vector: a vector holds JSON numbers only", {"field": "vector"}
     )
+
+
+def streamed(caller: Caller, data: bytes) -> TestResponse:
+    """Send a body without Content-Length, as a chunked upload arrives through a server."""
+    return caller.client.open(
+        "/v1/media/batch",
+        method="DELETE",
+        input_stream=io.BytesIO(data),
+        headers={**caller.headers, "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_streamed_body_over_the_limit_is_refused(alice: Caller) -> None:
+    media_id = alice.create()
+    data = json.dumps({"media_ids": [media_id]}).encode() + b" " * (2 * 1024 * 1024)
+
+    response = streamed(alice, data)
+
+    assert response.status_code == 413
+    assert body(response)["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert alice.get(media_id).status_code == 200
+
+
+def test_a_streamed_body_under_the_limit_is_processed(alice: Caller) -> None:
+    media_id = alice.create()
+
+    response = streamed(alice, json.dumps({"media_ids": [media_id]}).encode())
+
+    assert response.status_code == 200
+    assert body(response)["data"]["deleted"]["media_ids"] == [media_id]
