@@ -42,4 +42,4 @@ bench: $(VENV)/.runtime
 	$(BIN)/python bench/batch_latency.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info  # never ./var: that is data

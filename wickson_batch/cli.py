@@ -13,6 +13,7 @@ import click
 from .config import Config, ConfigError, load_settings
 from .db import Database
 from .logging import configure_logging
+from .models import iso_utc
 from .services import cleanup, keys
 from .services.errors import DomainError
 from .stores import Stores
@@ -107,8 +108,8 @@ def keys_list() -> None:
             k.name or "-",
             ",".join(k.scopes),
             k.rate_limit or "default",
-            k.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            k.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if k.revoked_at else "-",
+            iso_utc(k.created_at),
+            iso_utc(k.revoked_at) if k.revoked_at else "-",
         ]
         click.echo("\t".join(fields))
 

@@ -24,9 +24,9 @@ class Config:
     RATELIMIT_STRATEGY = "fixed-window"
     MAX_BATCH_SIZE = 100
     MAX_CONTENT_LENGTH = 1 * MiB
-    # Creating media carries up to 2 x 256 vectors, far more than a batch of ids.
-    MEDIA_MAX_CONTENT_LENGTH = 16 * MiB
-    MAX_VECTORS_PER_MEDIA = 256
+    # Creating media carries up to 2 x 256 vectors, far more than a batch of ids
+    # (the largest valid body at the default sizes is about 6 MiB).
+    MEDIA_MAX_CONTENT_LENGTH = 8 * MiB
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"
     # The reconciler: how often it runs, and how old a task or pending row must be
@@ -34,7 +34,6 @@ class Config:
     RECONCILER_ENABLED = True
     RECONCILE_INTERVAL_SECONDS = 10.0
     RECONCILE_GRACE_SECONDS = 60.0
-    JSON_SORT_KEYS = False
 
 
 class TestingConfig(Config):
@@ -54,7 +53,6 @@ _INT_KEYS = {
     "MAX_BATCH_SIZE",
     "MAX_CONTENT_LENGTH",
     "MEDIA_MAX_CONTENT_LENGTH",
-    "MAX_VECTORS_PER_MEDIA",
 }
 _FLOAT_KEYS = {"RECONCILE_INTERVAL_SECONDS", "RECONCILE_GRACE_SECONDS"}
 _BOOL_KEYS = {"RECONCILER_ENABLED"}

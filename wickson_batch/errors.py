@@ -100,16 +100,18 @@ class ProcessingError(ApiError):
     code = ErrorCode.PROCESSING_ERROR
 
 
+SEND_JSON = (
+    "Send a JSON body with the header 'Content-Type: application/json' "
+    "(with curl: -H 'Content-Type: application/json')"
+)
+
 # werkzeug's own HTTP errors, mapped onto our codes and messages.
 _HTTP_CODES: dict[int, tuple[str, str]] = {
     400: (ErrorCode.INVALID_REQUEST, "The request could not be understood"),
     404: (ErrorCode.NOT_FOUND, "No such route: check the method and path"),
     405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed on this route"),
     413: (ErrorCode.PAYLOAD_TOO_LARGE, "Request body too large"),
-    415: (
-        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        "Send JSON with the header 'Content-Type: application/json'",
-    ),
+    415: (ErrorCode.UNSUPPORTED_MEDIA_TYPE, SEND_JSON),
     429: (ErrorCode.RATE_LIMIT_EXCEEDED, "Rate limit exceeded"),
 }
 

@@ -15,6 +15,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_utc(moment: datetime) -> str:
+    """Format an aware time as `2026-03-09T12:34:56Z`, the one timestamp format of the API."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A timestamp stored naive in UTC and always read back aware."""
 

@@ -373,7 +373,7 @@ def test_a_20_mb_create_body_is_payload_too_large(
     )
 
     details = assert_error(response, 413, "PAYLOAD_TOO_LARGE")
-    assert details == {"max_bytes": 16 * MiB}
+    assert details == {"max_bytes": 8 * MiB}
     assert_unchanged(app, before, alice, mine)
 
 

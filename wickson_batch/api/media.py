@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, current_app
@@ -10,6 +9,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
 from ..auth import require_principal, require_scope
+from ..models import iso_utc
 from ..services import deletion, media
 from ..services.deletion import BatchOutcome
 from ..services.errors import MediaNotFound
@@ -41,11 +41,6 @@ def dump(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def iso(moment: datetime) -> str:
-    """Format a UTC time as `2026-03-09T12:34:56Z`."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
     """Return the documented batch response for an outcome."""
     deleted: dict[str, Any] = {
@@ -72,7 +67,7 @@ def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
         },
         "metadata": {
             "operation_id": outcome.operation_id,
-            "timestamp": iso(outcome.timestamp),
+            "timestamp": iso_utc(outcome.timestamp),
             "processing_time_ms": outcome.processing_time_ms,
             "reason": outcome.reason,
         },
@@ -125,7 +120,7 @@ def create() -> ResponseReturnValue:
             "media_id": view.media_id,
             "hd_vectors": view.hd_vectors,
             "ld_vectors": view.ld_vectors,
-            "created_at": iso(view.created_at),
+            "created_at": iso_utc(view.created_at),
         },
     }
     return dump(_created_response, body), 201
@@ -147,7 +142,7 @@ def get(media_id: str) -> ResponseReturnValue:
             "metadata": view.metadata,
             "hd_vectors": view.hd_vectors,
             "ld_vectors": view.ld_vectors,
-            "created_at": iso(view.created_at),
+            "created_at": iso_utc(view.created_at),
         },
     }
     return dump(_media_response, body)

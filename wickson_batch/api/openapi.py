@@ -33,6 +33,11 @@ _REQUEST_ID = {
     "description": "Echoes a sane incoming id, else a new one",
     "schema": {"type": "string"},
 }
+_COMMON_HEADERS = {
+    REQUEST_ID_HEADER: _REQUEST_ID,
+    "X-Content-Type-Options": {"description": "Always nosniff", "schema": {"type": "string"}},
+    "Cache-Control": {"description": "Always no-store", "schema": {"type": "string"}},
+}
 _LIMIT_HEADERS = {
     "X-RateLimit-Limit": {"description": "Requests allowed in the window", **_INT_HEADER},
     "X-RateLimit-Remaining": {"description": "Requests left in the window", **_INT_HEADER},
@@ -41,7 +46,7 @@ _LIMIT_HEADERS = {
 
 
 def _response(description: str, schema: str, *, limited: bool, status: int = 200) -> dict[str, Any]:
-    headers: dict[str, Any] = {REQUEST_ID_HEADER: _REQUEST_ID}
+    headers: dict[str, Any] = dict(_COMMON_HEADERS)
     if limited:
         headers.update(_LIMIT_HEADERS)
     if status == 429:
@@ -186,7 +191,7 @@ def build_spec(max_batch: int) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "OpenAPI 3.1",
-                        "headers": {REQUEST_ID_HEADER: _REQUEST_ID},
+                        "headers": _COMMON_HEADERS,
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     }
                 },

@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import (
+    SEND_JSON,
     ApiError,
     BatchTooLarge,
     InvalidMediaIds,
@@ -29,11 +30,7 @@ def _reject_constant(name: str) -> NoReturn:
 def json_body(max_bytes: int | None = None) -> Any:
     """Return the JSON value of the body: 415 if not JSON, 413 if too large, 400 if malformed."""
     if not request.is_json:
-        raise UnsupportedMediaType(
-            "Send a JSON body with the header 'Content-Type: application/json' "
-            "(with curl: -H 'Content-Type: application/json')",
-            {"content_type": request.mimetype or None},
-        )
+        raise UnsupportedMediaType(SEND_JSON, {"content_type": request.mimetype or None})
     if max_bytes is not None:
         request.max_content_length = max_bytes
     raw = request.get_data(cache=False)
