@@ -89,15 +89,17 @@ class Stores:
 
     def close(self) -> None:
         """Stop the reconciler, flush and release both stores; a clean stop clears the marker."""
+        scan_owed = False
         if self.reconciler is not None:
             self.reconciler.stop()
+            scan_owed = self.reconciler.full_scan_pending
             self.reconciler = None
         try:
             self.vectors.close()
         finally:
             self.db.dispose()
-        if self.marker and os.path.exists(self.marker):
-            os.remove(self.marker)
+        if self.marker and os.path.exists(self.marker) and not scan_owed:
+            os.remove(self.marker)  # kept if the orphan scan was cut short: the next start owes it
         if self.marker_fd is not None:
             os.close(self.marker_fd)
         self.marker, self.marker_fd = None, None

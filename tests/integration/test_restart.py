@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from flask import Flask
 from sqlalchemy import select
 
@@ -260,3 +261,20 @@ def test_reconciler_thread_drains_pending_cleanup(failed_batch: FailedBatch) -> 
 
     assert cleanup.pending_cleanup_count(held.db) == 0
     assert [points(held.vectors, m) for m in failed_batch.ids] == [(0, 0), (0, 0)]
+
+
+def test_an_orphan_scan_asked_to_stop_leaves_the_rest_for_next_time(
+    alice: Caller, app: Flask
+) -> None:
+    held = stores_of(app)
+    media_id = alice.create(hd=2, ld=1)
+    with held.db.unit_of_work() as uow:
+        uow.session.execute(sqlalchemy.delete(Media).where(Media.id == media_id))
+        uow.commit()
+
+    removed = cleanup.remove_orphans(held.db, held.vectors, should_stop=lambda: True)
+
+    assert removed == {}
+    assert points(held.vectors, media_id) == (2, 1)
+    assert cleanup.remove_orphans(held.db, held.vectors) == {"hd": 2, "ld": 1}
+    assert points(held.vectors, media_id) == (0, 0)

@@ -134,12 +134,16 @@ def _existing_media(db: Database, media_ids: set[str]) -> set[str]:
         return {row[0] for row in rows}
 
 
-def remove_orphans(db: Database, vectors: VectorIndex) -> dict[Space, int]:
+def remove_orphans(
+    db: Database, vectors: VectorIndex, should_stop: Callable[[], bool] = lambda: False
+) -> dict[Space, int]:
     """Scan both collections and delete points whose media row does not exist."""
     removed: dict[Space, int] = {}
     for space in SPACES:
         orphans: list[uuid.UUID] = []
         for page in vectors.scan(space):
+            if should_stop():
+                return removed
             existing = _existing_media(db, {point.media_id for point in page})
             orphans.extend(point.id for point in page if point.media_id not in existing)
         vectors.delete(space, orphans)
@@ -232,8 +236,8 @@ class Reconciler:
     def run_once(self) -> DrainReport:
         """Do one round: orphan scan if owed, stale pending media, cleanup tasks, flush."""
         if self.full_scan_pending:
-            removed = remove_orphans(self.db, self.vectors)
-            self.full_scan_pending = False
+            removed = remove_orphans(self.db, self.vectors, self._stop.is_set)
+            self.full_scan_pending = self._stop.is_set()  # interrupted: still owed
             log.info("reconcile.orphans_removed", **removed)
         now = self.clock()
         pending_removed = remove_stale_pending(self.db, grace=self.grace, now=now)

@@ -105,6 +105,9 @@ def create_media(
         for space in SPACES:
             if by_space[space]:
                 vectors.upsert(space, _points(media.id, owner, space, by_space[space]))
+        # Durable before the media is acknowledged: power loss must not leave it live
+        # without its points (a lost deletion, by contrast, only leaves orphans to scan).
+        vectors.flush()
         with db.unit_of_work() as uow:
             marked = uow.session.execute(
                 update(Media)

@@ -63,6 +63,7 @@ def seed_media(
                 for j in range(k)
             ]
             vectors.upsert(space, points)
+        vectors.flush()
         with db.unit_of_work() as uow:
             uow.session.execute(
                 update(Media).where(Media.id.in_(ids)).values(state=MediaState.LIVE)
