@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -48,6 +48,10 @@ class MediaState:
     LIVE = "live"
 
 
+# Written out, not bound, so that the planner can match it to the partial index.
+PENDING_ONLY = f"state = '{MediaState.PENDING}'"
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -73,8 +77,17 @@ class Media(Base):
     ld_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
-    # The reconciler looks for stale pending rows; ownership checks go by primary key.
-    __table_args__ = (Index("ix_media_state_created", "state", "created_at"),)
+    # Only pending rows are indexed by age, for the reconciler. An index that led with
+    # `state` tempted SQLite to walk every live row for a batch (it cannot tell a bound
+    # `state = ?` is selective) instead of looking each id up by primary key.
+    __table_args__ = (
+        Index(
+            "ix_media_pending_created",
+            "created_at",
+            sqlite_where=text(PENDING_ONLY),
+            postgresql_where=text(PENDING_ONLY),
+        ),
+    )
 
 
 class CleanupTask(Base):

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from ..db import Database
-from ..models import CleanupTask, Media, MediaState, utcnow
+from ..models import PENDING_ONLY, CleanupTask, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex
 from .deletion import DeletedMedia, remove_points
 
@@ -102,7 +102,7 @@ def remove_stale_pending(db: Database, *, grace: timedelta, now: datetime | None
         claimed = list(
             uow.session.execute(
                 delete(Media)
-                .where(Media.state == MediaState.PENDING, Media.created_at <= now - grace)
+                .where(text(PENDING_ONLY), Media.created_at <= now - grace)
                 .returning(Media.id, Media.hd_count, Media.ld_count, Media.created_at)
                 .execution_options(synchronize_session=False)
             )
