@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -41,3 +42,21 @@ class FlakyVectors:
         self.calls.append(("upsert", space, len(points)))
         self._maybe_fail("upsert", space)
         self.inner.upsert(space, points)
+
+
+class BlockingVectors:
+    """Delegates to a real VectorIndex; `delete` waits until released, to hold a request open."""
+
+    def __init__(self, inner: VectorIndex) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def delete(self, space: Space, point_ids: Sequence[uuid.UUID]) -> None:
+        self.entered.set()
+        if not self.release.wait(timeout=30):
+            raise VectorStoreError("test never released the blocked delete")
+        self.inner.delete(space, point_ids)

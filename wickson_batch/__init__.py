@@ -25,7 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
 
     from . import errors, limits, logging
-    from .api import health, media, openapi
+    from .api import health, media, openapi, operations
     from .stores import Stores
 
     app = Flask(__name__, static_folder=None)
@@ -36,7 +36,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.register_handlers(app)
     app.after_request(_security_headers)
     limiter = limits.init_app(app)
+    app.extensions["wickson_limiter"] = limiter
     app.register_blueprint(media.bp)
+    app.register_blueprint(operations.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     limiter.exempt(health.bp)

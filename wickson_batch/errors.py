@@ -11,8 +11,12 @@ from werkzeug.exceptions import HTTPException
 from .logging import current_request_id
 from .services.errors import (
     DatabaseUnavailable,
+    DomainError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     InvalidVectors,
     MediaNotFound,
+    OperationNotFound,
     VectorStoreError,
 )
 
@@ -29,6 +33,9 @@ class ErrorCode:
     INVALID_API_KEY = "INVALID_API_KEY"
     INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
     MEDIA_NOT_FOUND = "MEDIA_NOT_FOUND"
+    OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
+    IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
@@ -44,10 +51,16 @@ class ApiError(Exception):
     status = 400
     code = ErrorCode.INVALID_REQUEST
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the envelope for this error."""
@@ -85,9 +98,29 @@ class MediaNotFoundError(ApiError):
     code = ErrorCode.MEDIA_NOT_FOUND
 
 
+class OperationNotFoundError(ApiError):
+    status = 404
+    code = ErrorCode.OPERATION_NOT_FOUND
+
+
+class IdempotencyKeyInUseError(ApiError):
+    status = 409
+    code = ErrorCode.IDEMPOTENCY_KEY_IN_USE
+
+
+class IdempotencyKeyReusedError(ApiError):
+    status = 422
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class RateLimitExceeded(ApiError):
+    status = 429
+    code = ErrorCode.RATE_LIMIT_EXCEEDED
 
 
 class ServiceUnavailable(ApiError):
@@ -99,6 +132,8 @@ class ProcessingError(ApiError):
     status = 500
     code = ErrorCode.PROCESSING_ERROR
 
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 SEND_JSON = (
     "Send a JSON body with the header 'Content-Type: application/json' "
@@ -133,7 +168,9 @@ def _respond(status: int, body: dict[str, Any]) -> Response:
 
 def handle_api_error(error: ApiError) -> Response:
     """Render an ApiError in the envelope."""
-    return _respond(error.status, error.to_dict())
+    response = _respond(error.status, error.to_dict())
+    response.headers.update(error.headers)
+    return response
 
 
 def handle_http_exception(error: HTTPException) -> Response:
@@ -158,6 +195,26 @@ def handle_domain_error(error: Exception) -> Response:
     """Map an error the services raised to its HTTP form."""
     if isinstance(error, MediaNotFound):
         return handle_api_error(MediaNotFoundError(f"Media {error.media_id} not found"))
+    if isinstance(error, OperationNotFound):
+        return handle_api_error(
+            OperationNotFoundError(f"Operation {error.operation_id[:128]} not found")
+        )
+    if isinstance(error, IdempotencyKeyInUse):
+        return handle_api_error(
+            IdempotencyKeyInUseError(
+                "A request with this Idempotency-Key is still being processed; retry in a "
+                "second to get its answer",
+                {"header": IDEMPOTENCY_KEY_HEADER},
+            )
+        )
+    if isinstance(error, IdempotencyKeyReused):
+        return handle_api_error(
+            IdempotencyKeyReusedError(
+                "This Idempotency-Key was used with a different request body; "
+                "send a new key for a new request",
+                {"header": IDEMPOTENCY_KEY_HEADER},
+            )
+        )
     if isinstance(error, DatabaseUnavailable):
         log.error("database.unavailable", error=str(error))
         return handle_api_error(
@@ -187,8 +244,5 @@ def register_handlers(app: Flask) -> None:
     """Route every error through the envelope."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(MediaNotFound, handle_domain_error)
-    app.register_error_handler(DatabaseUnavailable, handle_domain_error)
-    app.register_error_handler(InvalidVectors, handle_domain_error)
-    app.register_error_handler(VectorStoreError, handle_domain_error)
+    app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -125,3 +125,20 @@ class Operation(Base):
     deleted: Mapped[int] = mapped_column(Integer)
     failed: Mapped[int] = mapped_column(Integer)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key, claimed in the transaction that decides its batch.
+
+    Scoped per API key; it points at the operation whose response a retry replays.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    api_key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    operation_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)

@@ -142,11 +142,13 @@ def test_operation_record_holds_the_decision_and_reason(db: Database, vectors: F
         assert (operation.requested, operation.deleted, operation.failed) == (2, 1, 1)
         assert operation.created_at == NOW
         assert operation.result == {
-            "deleted": ["a"],
+            "status": "completed",
+            "deleted": [["a", 2, 1]],
             "hd_vectors": 2,
             "ld_vectors": 1,
             "failed": {"x": "NOT_FOUND"},
             "cleanup_pending": [],
+            "processing_time_ms": outcome.processing_time_ms,
         }
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
@@ -14,7 +15,7 @@ from ..services import deletion, media
 from ..services.deletion import BatchOutcome
 from ..services.errors import MediaNotFound
 from ..stores import stores
-from .requests import json_object, load, load_batch_request
+from .requests import idempotency_key, json_object, load, load_batch_request, query_flag
 from .schemas import (
     BatchDeleteResponse,
     CreatedMediaResponse,
@@ -51,12 +52,25 @@ def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
     }
     if outcome.cleanup_pending:
         deleted["cleanup_pending"] = outcome.cleanup_pending
-    return {
-        "success": True,
-        "message": (
+    metadata: dict[str, Any] = {
+        "operation_id": outcome.operation_id,
+        "timestamp": iso_utc(outcome.timestamp),
+        "processing_time_ms": outcome.processing_time_ms,
+        "reason": outcome.reason,
+    }
+    if outcome.dry_run:
+        message = (
+            f"Dry run: {len(outcome.deleted)} would be deleted, {len(outcome.failed)} would fail"
+        )
+        metadata["dry_run"] = True
+    else:
+        message = (
             f"Batch deletion completed: {len(outcome.deleted)} deleted, "
             f"{len(outcome.failed)} failed"
-        ),
+        )
+    return {
+        "success": True,
+        "message": message,
         "data": {
             "deleted": deleted,
             "failed": {
@@ -65,13 +79,16 @@ def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
                 "reasons": outcome.failed,
             },
         },
-        "metadata": {
-            "operation_id": outcome.operation_id,
-            "timestamp": iso_utc(outcome.timestamp),
-            "processing_time_ms": outcome.processing_time_ms,
-            "reason": outcome.reason,
-        },
+        "metadata": metadata,
     }
+
+
+def in_flight() -> timedelta:
+    """How long a request may still be at work: the reconciler's grace period."""
+    return timedelta(seconds=current_app.config["RECONCILE_GRACE_SECONDS"])
+
+
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 @bp.route("/batch", methods=["DELETE"])
@@ -79,17 +96,29 @@ def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
 def delete_batch() -> ResponseReturnValue:
     """Delete up to MAX_BATCH_SIZE of the caller's media and their vectors."""
     principal = require_principal()
+    dry_run = query_flag("dry_run")
+    key = None if dry_run else idempotency_key()  # a dry run changes nothing to repeat
     media_ids, reason = load_batch_request(json_object(), current_app.config["MAX_BATCH_SIZE"])
     held = stores()
-    outcome = deletion.delete_batch(
-        held.db,
-        held.vectors,
-        owner=principal.owner,
-        media_ids=media_ids,
-        reason=reason,
-        api_key_id=principal.key_id,
-    )
-    return dump(_batch_response, batch_body(outcome))
+    if dry_run:
+        outcome = deletion.preview_batch(
+            held.db, owner=principal.owner, media_ids=media_ids, reason=reason
+        )
+    else:
+        outcome = deletion.delete_batch(
+            held.db,
+            held.vectors,
+            owner=principal.owner,
+            media_ids=media_ids,
+            reason=reason,
+            api_key_id=principal.key_id,
+            idempotency_key=key,
+            in_flight=in_flight(),
+        )
+    response: Response = jsonify(dump(_batch_response, batch_body(outcome)))
+    if outcome.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response
 
 
 # Some clients and proxies drop DELETE bodies: the same operation as a POST.

@@ -11,8 +11,10 @@ from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
 from ..auth import API_KEY_HEADER
+from ..errors import IDEMPOTENCY_KEY_HEADER
 from ..logging import REQUEST_ID_HEADER
 from . import schemas
+from .media import REPLAYED_HEADER
 
 bp = Blueprint("openapi", __name__)
 
@@ -20,23 +22,34 @@ _ERROR_TEXT = {
     400: "Invalid request (MISSING_MEDIA_IDS, INVALID_MEDIA_IDS, BATCH_TOO_LARGE, INVALID_REQUEST)",
     401: "Missing, unknown or revoked API key (INVALID_API_KEY)",
     403: "The key lacks the scope (INSUFFICIENT_PERMISSIONS)",
-    404: "Not found (MEDIA_NOT_FOUND)",
+    404: "Not found (MEDIA_NOT_FOUND, OPERATION_NOT_FOUND)",
+    409: "The first request with this Idempotency-Key is still running (IDEMPOTENCY_KEY_IN_USE)",
     413: "Body too large (PAYLOAD_TOO_LARGE)",
     415: "Not application/json (UNSUPPORTED_MEDIA_TYPE)",
+    422: "Idempotency-Key already used with another body (IDEMPOTENCY_KEY_REUSED)",
     429: "Rate limit exceeded (RATE_LIMIT_EXCEEDED); see Retry-After",
     500: "Unexpected error (PROCESSING_ERROR); quote the request_id",
     503: "A store is unavailable; nothing was changed (SERVICE_UNAVAILABLE)",
 }
 
-_INT_HEADER = {"schema": {"type": "integer"}}
+_INT_HEADER = {"schema": {"type": "integer"}, "required": True}
 _REQUEST_ID = {
+    "required": True,
     "description": "Echoes a sane incoming id, else a new one",
     "schema": {"type": "string"},
 }
 _COMMON_HEADERS = {
     REQUEST_ID_HEADER: _REQUEST_ID,
-    "X-Content-Type-Options": {"description": "Always nosniff", "schema": {"type": "string"}},
-    "Cache-Control": {"description": "Always no-store", "schema": {"type": "string"}},
+    "X-Content-Type-Options": {
+        "description": "Always nosniff",
+        "schema": {"type": "string"},
+        "required": True,
+    },
+    "Cache-Control": {
+        "description": "Always no-store",
+        "schema": {"type": "string"},
+        "required": True,
+    },
 }
 _LIMIT_HEADERS = {
     "X-RateLimit-Limit": {"description": "Requests allowed in the window", **_INT_HEADER},
@@ -88,6 +101,24 @@ def _operation(
     return operation
 
 
+_DRY_RUN = {
+    "name": "dry_run",
+    "in": "query",
+    "required": False,
+    "description": "true: report what would be deleted, change and store nothing",
+    "schema": {"type": "boolean", "default": False},
+}
+_IDEMPOTENCY_KEY = {
+    "name": IDEMPOTENCY_KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Any unique string per logical request (a UUID): a retry with the same key and body "
+        "within 24 hours replays the first answer and deletes nothing more. Scoped to the "
+        "API key; ignored on a dry run."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
 _BODY_ERRORS = [400, 401, 403, 413, 415, 429, 500, 503]
 _SCHEMAS: dict[str, type[Schema]] = {
     "BatchDeleteRequest": schemas.BatchDeleteRequest,
@@ -95,6 +126,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "CreateMediaRequest": schemas.CreateMediaRequest,
     "CreatedMediaResponse": schemas.CreatedMediaResponse,
     "MediaResponse": schemas.MediaResponse,
+    "OperationResponse": schemas.OperationResponse,
     "SearchRequest": schemas.SearchRequest,
     "SearchResponse": schemas.SearchResponse,
     "HealthResponse": schemas.HealthResponse,
@@ -119,10 +151,17 @@ def build_spec(max_batch: int) -> dict[str, Any]:
     batch = _operation(
         f"Delete up to {max_batch} media and their vectors",
         (200, "Processed; per-item outcomes inside", "BatchDeleteResponse"),
-        _BODY_ERRORS,
+        sorted([*_BODY_ERRORS, 409, 422]),
         scope="media:delete",
         body="BatchDeleteRequest",
+        parameters=[_DRY_RUN, _IDEMPOTENCY_KEY],
     )
+    batch["responses"]["200"]["headers"][REPLAYED_HEADER] = {
+        "description": "true when this answer replays the first one given for the "
+        "Idempotency-Key (nothing was deleted again)",
+        "schema": {"type": "string", "enum": ["true"]},
+        "required": False,
+    }
     spec.path("/v1/media/batch", operations={"delete": batch})
     spec.path(
         "/v1/media/batch/delete",
@@ -169,6 +208,31 @@ def build_spec(max_batch: int) -> dict[str, Any]:
                     }
                 ],
             )
+        },
+    )
+    spec.path(
+        "/v1/operations/{operation_id}",
+        operations={
+            "get": {
+                **_operation(
+                    "What a past batch deletion did",
+                    (200, "Its stored answer, with its status", "OperationResponse"),
+                    [401, 403, 404, 429, 500, 503],
+                    scope="media:read",
+                    parameters=[
+                        {
+                            "name": "operation_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                ),
+                "description": (
+                    "Requires an API key of the same owner with the `media:read` or "
+                    "`media:delete` scope; another owner's operation is not found."
+                ),
+            }
         },
     )
     spec.path(

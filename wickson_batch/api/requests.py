@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NoReturn
 
 from flask import request
@@ -10,6 +11,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import (
+    IDEMPOTENCY_KEY_HEADER,
     SEND_JSON,
     ApiError,
     BatchTooLarge,
@@ -145,3 +147,34 @@ def _invalid_ids(problem: Any) -> InvalidMediaIds:
         "media_ids must be a non-empty array of media id strings",
         {"field": "media_ids", "errors": problem},
     )
+
+
+_TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+# Visible ASCII, as in the IETF draft and the payment APIs that use the header.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def query_flag(name: str) -> bool:
+    """Return a boolean query parameter: true/false or 1/0; absent is false."""
+    raw = request.args.get(name)
+    if raw is None or raw.lower() in _FALSE:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    raise InvalidRequest(
+        f"Query parameter {name} must be true or false", {"parameter": name, "received": raw[:64]}
+    )
+
+
+def idempotency_key() -> str | None:
+    """Return the request's Idempotency-Key, if it sent one; refuse a malformed one."""
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest(
+            f"{IDEMPOTENCY_KEY_HEADER} must be 1 to 255 visible ASCII characters "
+            "(a UUID is a good choice)",
+            {"header": IDEMPOTENCY_KEY_HEADER},
+        )
+    return key

@@ -160,6 +160,9 @@ class BatchMetadataSchema(Schema):
     timestamp = fields.String(required=True, metadata={"format": "date-time"})
     processing_time_ms = fields.Integer(required=True)
     reason = fields.String(allow_none=True, required=True)
+    dry_run = fields.Boolean(
+        metadata={"description": "Present, and true, on a dry run: nothing was changed"}
+    )
 
 
 class BatchDeleteResponse(Schema):
@@ -167,6 +170,30 @@ class BatchDeleteResponse(Schema):
     message = fields.String(required=True)
     data = fields.Nested(BatchDataSchema, required=True)
     metadata = fields.Nested(BatchMetadataSchema, required=True)
+
+
+OPERATION_STATUSES = ["completed", "in_progress", "interrupted"]
+
+
+class OperationMetadataSchema(BatchMetadataSchema):
+    status = fields.String(
+        required=True,
+        metadata={
+            "enum": OPERATION_STATUSES,
+            "description": (
+                "completed: the batch answered, and this is its answer; in_progress: its "
+                "request is still at work; interrupted: its server stopped before answering, "
+                "the deletions stand and the reconciler removes the queued vectors"
+            ),
+        },
+    )
+
+
+class OperationResponse(Schema):
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    data = fields.Nested(BatchDataSchema, required=True)
+    metadata = fields.Nested(OperationMetadataSchema, required=True)
 
 
 class MediaSchema(Schema):

@@ -13,9 +13,9 @@ import structlog
 from sqlalchemy import delete, func, insert, select, text, update
 
 from ..db import Database
-from ..models import PENDING_ONLY, CleanupTask, Media, MediaState, utcnow
+from ..models import PENDING_ONLY, CleanupTask, IdempotencyKey, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex
-from .deletion import DeletedMedia, remove_points
+from .deletion import IDEMPOTENCY_WINDOW, DeletedMedia, remove_points
 
 log = structlog.get_logger("wickson_batch")
 
@@ -35,6 +35,18 @@ class DrainReport:
     tasks_done: int = 0
     tasks_failed: int = 0
     pending_removed: int = 0
+    keys_expired: int = 0
+
+
+def expire_idempotency_keys(db: Database, *, now: datetime | None = None) -> int:
+    """Forget Idempotency-Keys older than their replay window; return how many."""
+    cutoff = (now or utcnow()) - IDEMPOTENCY_WINDOW
+    with db.unit_of_work() as uow:
+        result = uow.session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.created_at <= cutoff)
+        )
+        uow.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def drain_cleanup(
@@ -243,6 +255,7 @@ class Reconciler:
         pending_removed = remove_stale_pending(self.db, grace=self.grace, now=now)
         report = drain_cleanup(self.db, self.vectors, grace=self.grace, now=now)
         report.pending_removed = pending_removed
+        report.keys_expired = expire_idempotency_keys(self.db, now=now)
         self.vectors.flush()
         if report.tasks_done or report.tasks_failed or report.pending_removed:
             log.info(
@@ -250,6 +263,7 @@ class Reconciler:
                 tasks_done=report.tasks_done,
                 tasks_failed=report.tasks_failed,
                 pending_removed=report.pending_removed,
+                keys_expired=report.keys_expired,
             )
         return report
 

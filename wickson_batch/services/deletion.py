@@ -2,27 +2,68 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..db import Database
-from ..models import CleanupTask, Media, MediaState, Operation, utcnow
+from ..models import CleanupTask, IdempotencyKey, Media, MediaState, Operation, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex, point_ids_for
-from .errors import FailureReason
+from .errors import (
+    FailureReason,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    OperationNotFound,
+)
 
 log = structlog.get_logger("wickson_batch")
+
+
+# An Idempotency-Key replays its first response for this long.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class OperationStatus:
+    """Where a batch operation stands."""
+
+    # Stored: the decision is committed and the request is still removing vectors.
+    RUNNING = "running"
+    # Stored: the request answered; the stored result is what it answered.
+    COMPLETED = "completed"
+    # Reported for a RUNNING operation younger than a request can take.
+    IN_PROGRESS = "in_progress"
+    # Reported for an older RUNNING operation: its process stopped before answering; the
+    # reconciler removes its vectors from the cleanup tasks the decision queued.
+    INTERRUPTED = "interrupted"
 
 
 def new_operation_id() -> str:
     """Return a fresh, unguessable operation id."""
     return f"batch_delete_{uuid.uuid4().hex}"
+
+
+def request_fingerprint(media_ids: Sequence[str], reason: str | None) -> str:
+    """Return the hash that tells whether a retried request is the same request."""
+    canonical = json.dumps({"media_ids": list(media_ids), "reason": reason}, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An Idempotency-Key, the API key it is scoped to, and its request's fingerprint."""
+
+    api_key_id: int
+    key: str
+    request_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +91,9 @@ class BatchOutcome:
     vectors_removed: dict[Space, int] = field(default_factory=lambda: {"hd": 0, "ld": 0})
     cleanup_pending: list[str] = field(default_factory=list)
     processing_time_ms: int = 0
+    status: str = OperationStatus.RUNNING
+    replayed: bool = False
+    dry_run: bool = False
 
     @property
     def deleted_ids(self) -> list[str]:
@@ -57,71 +101,112 @@ class BatchOutcome:
         return [item.media_id for item in self.deleted]
 
 
+def _elapsed_ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _split(
+    media_ids: Sequence[str], found: dict[str, Any]
+) -> tuple[list[DeletedMedia], dict[str, str]]:
+    """Return the found ids (request order, with their counts) and the failed ones."""
+    deleted = [
+        DeletedMedia(m, found[m].hd_count, found[m].ld_count) for m in media_ids if m in found
+    ]
+    failed = {m: FailureReason.NOT_FOUND for m in media_ids if m not in found}
+    return deleted, failed
+
+
+def _stored_result(outcome: BatchOutcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status,
+        "deleted": [[item.media_id, item.hd_count, item.ld_count] for item in outcome.deleted],
+        "failed": outcome.failed,
+        "hd_vectors": outcome.vectors_removed["hd"],
+        "ld_vectors": outcome.vectors_removed["ld"],
+        "cleanup_pending": outcome.cleanup_pending,
+        "processing_time_ms": outcome.processing_time_ms,
+    }
+
+
+class _KeyTaken(Exception):
+    """Another request claimed the same Idempotency-Key first."""
+
+
 def _decide(
     db: Database,
+    outcome: BatchOutcome,
+    *,
     owner: str,
     api_key_id: int | None,
     media_ids: Sequence[str],
-    reason: str | None,
-    operation_id: str,
-    now: datetime,
-) -> tuple[list[DeletedMedia], dict[str, str]]:
-    """Step 1: in one transaction, delete the caller's live rows and queue their cleanup."""
+    claim: IdempotencyClaim | None,
+    started: float,
+) -> None:
+    """Step 1: in one transaction, claim the key, delete the live rows, queue their cleanup."""
+    now = outcome.timestamp
     with db.unit_of_work() as uow:
+        session = uow.session
+        if claim is not None:
+            # First in the transaction: a concurrent request with the same key waits on
+            # this row and fails here, before it has deleted anything.
+            owned_key = (IdempotencyKey.api_key_id == claim.api_key_id) & (
+                IdempotencyKey.key == claim.key
+            )
+            expired = IdempotencyKey.created_at <= now - IDEMPOTENCY_WINDOW
+            session.execute(delete(IdempotencyKey).where(owned_key, expired))
+            try:
+                session.execute(
+                    insert(IdempotencyKey).values(
+                        api_key_id=claim.api_key_id,
+                        key=claim.key,
+                        request_hash=claim.request_hash,
+                        operation_id=outcome.operation_id,
+                        created_at=now,
+                    )
+                )
+            except IntegrityError:
+                raise _KeyTaken from None
         statement = (
             delete(Media)
             .where(Media.id.in_(media_ids), Media.owner == owner, Media.state == MediaState.LIVE)
             .returning(Media.id, Media.hd_count, Media.ld_count)
             .execution_options(synchronize_session=False)
         )
-        found = {row.id: row for row in uow.session.execute(statement)}
-        deleted = [
-            DeletedMedia(m, found[m].hd_count, found[m].ld_count) for m in media_ids if m in found
-        ]
-        failed = {m: FailureReason.NOT_FOUND for m in media_ids if m not in found}
-        if deleted:
-            uow.session.execute(
+        found = {row.id: row for row in session.execute(statement)}
+        outcome.deleted, outcome.failed = _split(media_ids, found)
+        if outcome.deleted:
+            session.execute(
                 insert(CleanupTask),
                 [
                     {
                         "media_id": item.media_id,
-                        "operation_id": operation_id,
+                        "operation_id": outcome.operation_id,
                         "hd_count": item.hd_count,
                         "ld_count": item.ld_count,
                         "created_at": now,
                         "next_attempt_at": now,
                         "attempts": 0,
                     }
-                    for item in deleted
+                    for item in outcome.deleted
                 ],
             )
-        uow.session.execute(
+        else:  # nothing left to do after this commit: the operation is complete now
+            outcome.status = OperationStatus.COMPLETED
+            outcome.processing_time_ms = _elapsed_ms(started)
+        session.execute(
             insert(Operation).values(
-                id=operation_id,
+                id=outcome.operation_id,
                 owner=owner,
                 api_key_id=api_key_id,
-                reason=reason,
+                reason=outcome.reason,
                 created_at=now,
                 requested=len(media_ids),
-                deleted=len(deleted),
-                failed=len(failed),
-                result=_stored_result(deleted, failed, cleanup_pending=[]),
+                deleted=len(outcome.deleted),
+                failed=len(outcome.failed),
+                result=_stored_result(outcome),
             )
         )
         uow.commit()
-    return deleted, failed
-
-
-def _stored_result(
-    deleted: list[DeletedMedia], failed: dict[str, str], cleanup_pending: list[str]
-) -> dict[str, Any]:
-    return {
-        "deleted": [item.media_id for item in deleted],
-        "hd_vectors": sum(item.hd_count for item in deleted),
-        "ld_vectors": sum(item.ld_count for item in deleted),
-        "failed": failed,
-        "cleanup_pending": cleanup_pending,
-    }
 
 
 def points_by_space(items: Sequence[DeletedMedia]) -> dict[Space, list[uuid.UUID]]:
@@ -147,30 +232,85 @@ def remove_points(vectors: VectorIndex, items: Sequence[DeletedMedia]) -> dict[S
     return errors
 
 
-def _close_tasks(db: Database, operation_id: str) -> None:
-    """Step 3: the points are gone; drop this operation's cleanup tasks."""
+def _finish(db: Database, outcome: BatchOutcome) -> None:
+    """Step 3: store the answer; when every point is gone, drop the operation's tasks."""
     try:
         with db.unit_of_work() as uow:
-            uow.session.execute(delete(CleanupTask).where(CleanupTask.operation_id == operation_id))
-            uow.commit()
-    except Exception as error:  # the batch is decided; its answer must still reach the caller
-        # The tasks stay and the reconciler repeats the (idempotent) point deletion.
-        log.warning("cleanup.close_failed", operation_id=operation_id, error=str(error))
-
-
-def _record_pending(db: Database, outcome: BatchOutcome) -> None:
-    try:
-        with db.unit_of_work() as uow:
+            if not outcome.cleanup_pending:
+                uow.session.execute(
+                    delete(CleanupTask).where(CleanupTask.operation_id == outcome.operation_id)
+                )
             uow.session.execute(
                 update(Operation)
                 .where(Operation.id == outcome.operation_id)
-                .values(
-                    result=_stored_result(outcome.deleted, outcome.failed, outcome.cleanup_pending)
-                )
+                .values(result=_stored_result(outcome))
             )
             uow.commit()
     except Exception as error:  # the batch is decided; its answer must still reach the caller
-        log.warning("operation.update_failed", operation_id=outcome.operation_id, error=str(error))
+        # The tasks stay, the reconciler repeats the (idempotent) point deletion, and a
+        # lookup or replay reports the operation from its tasks.
+        log.warning("operation.finish_failed", operation_id=outcome.operation_id, error=str(error))
+
+
+def _outcome_of(
+    session: Any, operation: Operation, now: datetime, in_flight: timedelta
+) -> BatchOutcome:
+    """Rebuild the answer of a stored operation."""
+    result = operation.result
+    outcome = BatchOutcome(
+        operation.id,
+        operation.created_at,
+        operation.reason,
+        [DeletedMedia(m, hd, ld) for m, hd, ld in result["deleted"]],
+        dict(result["failed"]),
+        status=result["status"],
+    )
+    if outcome.status == OperationStatus.COMPLETED:
+        outcome.vectors_removed = {"hd": result["hd_vectors"], "ld": result["ld_vectors"]}
+        outcome.cleanup_pending = list(result["cleanup_pending"])
+        outcome.processing_time_ms = result["processing_time_ms"]
+        return outcome
+    # Still marked running: its request is at work, or its process stopped before it
+    # answered. What its tasks no longer hold is gone from the vector store.
+    queued = set(
+        session.scalars(
+            select(CleanupTask.media_id).where(CleanupTask.operation_id == operation.id)
+        )
+    )
+    outcome.cleanup_pending = [m for m in outcome.deleted_ids if m in queued]
+    for space in SPACES:
+        outcome.vectors_removed[space] = sum(
+            item.count(space) for item in outcome.deleted if item.media_id not in queued
+        )
+    young = now - operation.created_at < in_flight
+    outcome.status = OperationStatus.IN_PROGRESS if young else OperationStatus.INTERRUPTED
+    return outcome
+
+
+def _replay(
+    db: Database, claim: IdempotencyClaim, now: datetime, in_flight: timedelta
+) -> BatchOutcome | None:
+    """Return the first answer given for this key, or None if the key is new."""
+    with db.unit_of_work() as uow:
+        row = uow.session.execute(
+            select(IdempotencyKey, Operation)
+            .join(Operation, Operation.id == IdempotencyKey.operation_id)
+            .where(
+                IdempotencyKey.api_key_id == claim.api_key_id,
+                IdempotencyKey.key == claim.key,
+                IdempotencyKey.created_at > now - IDEMPOTENCY_WINDOW,
+            )
+        ).first()
+        if row is None:
+            return None
+        key, operation = row
+        if key.request_hash != claim.request_hash:
+            raise IdempotencyKeyReused(claim.key)
+        outcome = _outcome_of(uow.session, operation, now, in_flight)
+    if outcome.status == OperationStatus.IN_PROGRESS:
+        raise IdempotencyKeyInUse(claim.key)
+    outcome.replayed = True
+    return outcome
 
 
 def delete_batch(
@@ -181,36 +321,128 @@ def delete_batch(
     media_ids: Sequence[str],
     reason: str | None = None,
     api_key_id: int | None = None,
+    idempotency_key: str | None = None,
+    in_flight: timedelta = timedelta(seconds=60),
     clock: Callable[[], datetime] = utcnow,
 ) -> BatchOutcome:
-    """Delete the caller's media among `media_ids` (unique, in request order) and their points."""
+    """Delete the caller's media among `media_ids` (unique, in request order) and their points.
+
+    With an `idempotency_key` (scoped to `api_key_id`), a repeat of the same request replays
+    the first answer instead of deleting again. `in_flight` is how long a request may take:
+    an operation still running after that is reported as interrupted, not in progress.
+    """
     started = time.perf_counter()
-    operation_id = new_operation_id()
     now = clock()
-    deleted, failed = _decide(db, owner, api_key_id, media_ids, reason, operation_id, now)
-    outcome = BatchOutcome(operation_id, now, reason, deleted, failed)
-    if deleted:
-        errors = remove_points(vectors, deleted)
+    claim: IdempotencyClaim | None = None
+    if idempotency_key is not None:
+        if api_key_id is None:
+            raise ValueError("an Idempotency-Key is scoped to an API key: pass api_key_id")
+        claim = IdempotencyClaim(
+            api_key_id, idempotency_key, request_fingerprint(media_ids, reason)
+        )
+        replayed = _replay(db, claim, now, in_flight)
+        if replayed is not None:
+            _log(replayed, owner, len(media_ids))
+            return replayed
+    outcome = BatchOutcome(new_operation_id(), now, reason, [], {})
+    try:
+        _decide(
+            db,
+            outcome,
+            owner=owner,
+            api_key_id=api_key_id,
+            media_ids=media_ids,
+            claim=claim,
+            started=started,
+        )
+    except _KeyTaken:
+        assert claim is not None
+        # A concurrent request with the same key decided first: answer as a retry would.
+        replayed = _replay(db, claim, clock(), in_flight)
+        if replayed is None:  # pragma: no cover - the winner's row vanished (expired)
+            raise IdempotencyKeyInUse(claim.key) from None
+        _log(replayed, owner, len(media_ids))
+        return replayed
+    if outcome.deleted:
+        errors = remove_points(vectors, outcome.deleted)
         for space in SPACES:
             if errors[space] is None:
-                outcome.vectors_removed[space] = sum(item.count(space) for item in deleted)
-        if not any(errors.values()):
-            _close_tasks(db, operation_id)
-        else:
+                outcome.vectors_removed[space] = sum(item.count(space) for item in outcome.deleted)
+        if any(errors.values()):
             outcome.cleanup_pending = outcome.deleted_ids
-            _record_pending(db, outcome)
-    outcome.processing_time_ms = round((time.perf_counter() - started) * 1000)
+        outcome.status = OperationStatus.COMPLETED
+        outcome.processing_time_ms = _elapsed_ms(started)
+        _finish(db, outcome)
+    _log(outcome, owner, len(media_ids))
+    return outcome
+
+
+def preview_batch(
+    db: Database,
+    *,
+    owner: str,
+    media_ids: Sequence[str],
+    reason: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> BatchOutcome:
+    """A dry run: report what `delete_batch` would delete now, changing and storing nothing."""
+    started = time.perf_counter()
+    with db.unit_of_work() as uow:
+        rows = uow.session.execute(
+            select(Media.id, Media.hd_count, Media.ld_count).where(
+                Media.id.in_(media_ids), Media.owner == owner, Media.state == MediaState.LIVE
+            )
+        )
+        found = {row.id: row for row in rows}
+    deleted, failed = _split(media_ids, found)
+    outcome = BatchOutcome(
+        f"dry_run_{uuid.uuid4().hex}",
+        clock(),
+        reason,
+        deleted,
+        failed,
+        status=OperationStatus.COMPLETED,
+        dry_run=True,
+    )
+    for space in SPACES:
+        outcome.vectors_removed[space] = sum(item.count(space) for item in deleted)
+    outcome.processing_time_ms = _elapsed_ms(started)
+    _log(outcome, owner, len(media_ids))
+    return outcome
+
+
+def get_operation(
+    db: Database,
+    *,
+    owner: str,
+    operation_id: str,
+    in_flight: timedelta = timedelta(seconds=60),
+    clock: Callable[[], datetime] = utcnow,
+) -> BatchOutcome:
+    """Return the answer of one of `owner`'s past batches; another owner's is not found."""
+    with db.unit_of_work() as uow:
+        operation = uow.session.get(Operation, operation_id)
+        if operation is None or operation.owner != owner:
+            raise OperationNotFound(operation_id)
+        return _outcome_of(uow.session, operation, clock(), in_flight)
+
+
+def _log(outcome: BatchOutcome, owner: str, requested: int) -> None:
+    event = "media.batch_delete"
+    if outcome.dry_run:
+        event = "media.batch_dry_run"
+    elif outcome.replayed:
+        event = "media.batch_replay"
     log.info(
-        "media.batch_delete",
-        operation_id=operation_id,
+        event,
+        operation_id=outcome.operation_id,
         owner=owner,
-        requested=len(media_ids),
-        deleted=len(deleted),
-        failed=len(failed),
+        requested=requested,
+        deleted=len(outcome.deleted),
+        failed=len(outcome.failed),
         hd_vectors=outcome.vectors_removed["hd"],
         ld_vectors=outcome.vectors_removed["ld"],
         cleanup_pending=len(outcome.cleanup_pending),
-        reason=reason,
+        reason=outcome.reason,
         processing_time_ms=outcome.processing_time_ms,
     )
-    return outcome

@@ -41,3 +41,19 @@ class InvalidVectors(DomainError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class IdempotencyKeyReused(DomainError):
+    """An Idempotency-Key came back with a different request body."""
+
+
+class IdempotencyKeyInUse(DomainError):
+    """The first request with this Idempotency-Key is still being processed."""
+
+
+class OperationNotFound(DomainError):
+    """No operation with this id belongs to the caller's owner."""
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(f"Operation {operation_id} not found")
+        self.operation_id = operation_id
