@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar, cast
 
-from flask import g, request
+from flask import current_app, g, request
+from flask_limiter import Limiter
+from limits import parse
 
-from .errors import InsufficientPermissions, InvalidApiKey
+from .errors import InsufficientPermissions, InvalidApiKey, RateLimitExceeded
 from .services.errors import DomainError
 from .services.keys import Principal, authenticate
 from .stores import stores
@@ -38,26 +41,59 @@ def quiet_principal() -> Principal | None:
         return None
 
 
-def require_scope(scope: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Let a view run only for a valid key that holds `scope`."""
+def _failures_bucket() -> tuple[Limiter, str]:
+    limiter: Limiter = current_app.extensions["wickson_limiter"]
+    return limiter, f"authfail:{request.remote_addr or 'unknown'}"
+
+
+def refuse_if_guessing() -> None:
+    """Refuse every keyed request from an address that failed authentication too often.
+
+    A valid key is refused too, so the answer never tells a guesser which key was right.
+    """
+    limiter, address = _failures_bucket()
+    limit = parse(current_app.config["AUTH_FAILURE_LIMIT"])
+    if not limiter.limiter.test(limit, address):
+        reset_at, _ = limiter.limiter.get_window_stats(limit, address)
+        wait = max(1, int(reset_at - time.time() + 0.999))
+        raise RateLimitExceeded(
+            f"Too many failed authentications from this address; retry in {wait} seconds",
+            {"limit": str(limit)},
+            {"Retry-After": str(wait)},
+        )
+
+
+def _count_failure() -> None:
+    limiter, address = _failures_bucket()
+    limiter.limiter.hit(parse(current_app.config["AUTH_FAILURE_LIMIT"]), address)
+
+
+def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Let a view run only for a valid key that holds one of `scopes`."""
 
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            refuse_if_guessing()
             principal = current_principal()
             if principal is None:
+                _count_failure()
                 raise InvalidApiKey(
                     f"A valid API key is required in the {API_KEY_HEADER} header",
                     {"header": API_KEY_HEADER},
                 )
-            if scope not in principal.scopes:
+            if principal.scopes.isdisjoint(scopes):
+                if len(scopes) == 1:
+                    raise InsufficientPermissions(
+                        f"This API key lacks the {scopes[0]} scope",
+                        {"required_scope": scopes[0]},
+                    )
                 raise InsufficientPermissions(
-                    f"This API key lacks the {scope} scope",
-                    {"required_scope": scope},
+                    f"This API key needs one of the scopes {', '.join(scopes)}",
+                    {"required_scopes": list(scopes)},
                 )
             return view(*args, **kwargs)
 
-        wrapper.required_scope = scope  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

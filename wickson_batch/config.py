@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from limits import parse_many
+
 MiB = 1024 * 1024
 
 
@@ -20,6 +22,9 @@ class Config:
     LD_DIM = 128
     RATE_LIMIT_DEFAULT = "600/minute"
     RATELIMIT_STORAGE_URI = "memory://"
+    # Failed authentications allowed per client address; past it, every request from that
+    # address that needs a key is refused with 429 until the window ends.
+    AUTH_FAILURE_LIMIT = "20/minute"
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_STRATEGY = "fixed-window"
     MAX_BATCH_SIZE = 100
@@ -63,6 +68,7 @@ _STR_KEYS = {
     "QDRANT_API_KEY",
     "RATE_LIMIT_DEFAULT",
     "RATELIMIT_STORAGE_URI",
+    "AUTH_FAILURE_LIMIT",
     "LOG_LEVEL",
     "LOG_FORMAT",
 }
@@ -107,6 +113,13 @@ def load_settings(
     if not settings.get("DATABASE_URL"):
         path = os.path.abspath(os.path.join(settings["DATA_DIR"], "wickson.db"))
         settings["DATABASE_URL"] = f"sqlite:///{path}"
+    for key in ("RATE_LIMIT_DEFAULT", "AUTH_FAILURE_LIMIT"):
+        try:
+            parse_many(str(settings[key]))
+        except ValueError:
+            raise ConfigError(
+                f"{key} must be a rate limit like '600/minute', got {settings[key]!r}"
+            ) from None
     for key in ("HD_DIM", "LD_DIM", "MAX_BATCH_SIZE"):
         if int(settings[key]) < 1:
             raise ConfigError(f"{key} must be at least 1, got {settings[key]}")
