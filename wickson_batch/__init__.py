@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config, TestingConfig, load_settings
 from .logging import configure_logging
@@ -31,6 +32,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings["TRUSTED_PROXY_HOPS"] > 0:
+        # The client address (rate limits, failed authentications) comes from the proxies.
+        hops = settings["TRUSTED_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     logging.init_app(app)
     errors.register_handlers(app)

@@ -25,6 +25,9 @@ class Config:
     # Failed authentications allowed per client address; past it, every request from that
     # address that needs a key is refused with 429 until the window ends.
     AUTH_FAILURE_LIMIT = "20/minute"
+    # Proxies in front of the app whose X-Forwarded-For is trusted (0: none, the peer is the
+    # client). Set it to the number of load balancers/proxies that append to the header.
+    TRUSTED_PROXY_HOPS = 0
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_STRATEGY = "fixed-window"
     MAX_BATCH_SIZE = 100
@@ -58,6 +61,7 @@ _INT_KEYS = {
     "MAX_BATCH_SIZE",
     "MAX_CONTENT_LENGTH",
     "MEDIA_MAX_CONTENT_LENGTH",
+    "TRUSTED_PROXY_HOPS",
 }
 _FLOAT_KEYS = {"RECONCILE_INTERVAL_SECONDS", "RECONCILE_GRACE_SECONDS"}
 _BOOL_KEYS = {"RECONCILER_ENABLED"}

@@ -105,3 +105,29 @@ def test_another_owners_key_can_neither_read_find_count_nor_delete(
     assert after["media"] == state["media"]
     assert (after["hd_points"], after["ld_points"]) == (state["hd_points"], state["ld_points"])
     assert body(alice.get(mine))["data"]["hd_vectors"] == 2
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
+    tmp_path: Path, engine: str
+) -> None:
+    app = create_app(
+        settings_for(tmp_path, engine, AUTH_FAILURE_LIMIT="2/minute", TRUSTED_PROXY_HOPS=1)
+    )
+    try:
+        proxy = {"REMOTE_ADDR": "10.0.0.1"}
+        client = app.test_client()
+
+        def attempt(forwarded_for: str) -> int:
+            return client.get(
+                f"/v1/media/{unknown_id()}",
+                headers={"X-Api-Key": "wkb_guess", "X-Forwarded-For": forwarded_for},
+                environ_base=proxy,
+            ).status_code
+
+        statuses = [attempt("198.51.100.1") for _ in range(3)]
+        other_client = attempt("198.51.100.2")
+    finally:
+        stores_of(app).close()
+
+    assert statuses == [401, 401, 429]
+    assert other_client == 401
