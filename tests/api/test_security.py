@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy.exc import ProgrammingError
 
 from tests.api.test_errors import assert_error, snapshot
 from tests.conftest import Caller, body, settings_for, stores_of, unknown_id, vector
@@ -131,3 +132,22 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
 
     assert statuses == [401, 401, 429]
     assert other_client == 401
+
+
+def test_a_database_error_never_shows_its_sql(
+    app: Flask, alice: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    media_id = alice.create()
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ProgrammingError(
+            "DELETE FROM media WHERE media.owner = ?", {"owner": "alice"}, Exception("no such col")
+        )
+
+    monkeypatch.setattr("wickson_batch.api.media.deletion.delete_batch", broken)
+
+    response = alice.delete_batch([media_id])
+
+    assert_error(response, 500, "PROCESSING_ERROR")
+    for leak in (b"DELETE", b"media.owner", b"no such col", b"Traceback", b"sqlalchemy"):
+        assert leak not in response.data
