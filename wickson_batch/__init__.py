@@ -24,8 +24,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(base, config)
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
 
-    from . import errors, limits, logging
-    from .api import health, media, openapi
+    from . import errors, limits, logging, metrics
+    from .api import docs, health, media, openapi
     from .stores import Stores
 
     app = Flask(__name__, static_folder=None)
@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     logging.init_app(app)
+    metrics.init_app(app)  # before the limiter, so that a refused request is timed too
     errors.register_handlers(app)
     app.after_request(_security_headers)
     limiter = limits.init_app(app)
@@ -41,6 +42,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     limiter.exempt(health.bp)
     limiter.exempt(openapi.bp)
+    app.register_blueprint(docs.bp)
+    limiter.exempt(docs.bp)
+    limiter.exempt(metrics.bp)
 
     held = Stores.open(settings)
     app.extensions["wickson"] = held

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
+from .. import metrics
 from ..auth import require_principal, require_scope
 from ..models import iso_utc
 from ..services import deletion, media
@@ -89,6 +90,7 @@ def delete_batch() -> ResponseReturnValue:
         reason=reason,
         api_key_id=principal.key_id,
     )
+    metrics.observe_batch(outcome)
     return dump(_batch_response, batch_body(outcome))
 
 
