@@ -25,8 +25,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(base, config)
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
 
-    from . import errors, limits, logging
-    from .api import health, media, openapi, operations
+    from . import errors, limits, logging, metrics
+    from .api import docs, health, media, openapi, operations
     from .stores import Stores
 
     app = Flask(__name__, static_folder=None)
@@ -38,6 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     logging.init_app(app)
+    metrics.init_app(app)  # before the limiter, so that a refused request is timed too
     errors.register_handlers(app)
     app.after_request(_security_headers)
     limiter = limits.init_app(app)
@@ -48,6 +49,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     limiter.exempt(health.bp)
     limiter.exempt(openapi.bp)
+    app.register_blueprint(docs.bp)
+    limiter.exempt(docs.bp)
+    limiter.exempt(metrics.bp)
 
     held = Stores.open(settings)
     app.extensions["wickson"] = held

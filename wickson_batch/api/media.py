@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
+from .. import metrics
 from ..auth import require_principal, require_scope
 from ..models import iso_utc
 from ..services import deletion, media
@@ -115,6 +116,8 @@ def delete_batch() -> ResponseReturnValue:
             idempotency_key=key,
             in_flight=in_flight(),
         )
+    if not (outcome.dry_run or outcome.replayed):
+        metrics.observe_batch(outcome)  # counted once, when it happens
     response: Response = jsonify(dump(_batch_response, batch_body(outcome)))
     if outcome.replayed:
         response.headers[REPLAYED_HEADER] = "true"

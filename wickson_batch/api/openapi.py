@@ -13,7 +13,7 @@ from marshmallow import Schema
 from ..auth import API_KEY_HEADER
 from ..errors import IDEMPOTENCY_KEY_HEADER
 from ..logging import REQUEST_ID_HEADER
-from . import schemas
+from . import docs, schemas
 from .media import REPLAYED_HEADER
 
 bp = Blueprint("openapi", __name__)
@@ -132,6 +132,57 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "HealthResponse": schemas.HealthResponse,
     "ErrorResponse": schemas.ErrorResponse,
 }
+
+
+def _plain(description: str, media_types: list[str]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _COMMON_HEADERS,
+        "content": {media: {"schema": {"type": "string"}} for media in media_types},
+    }
+
+
+def _operator_paths(spec: APISpec) -> None:
+    """Document the routes for people and scrapers: /docs, its files, /metrics."""
+    not_found = _response("Not one of the page's files (NOT_FOUND)", "ErrorResponse", limited=False)
+    spec.path(
+        "/docs",
+        operations={
+            "get": {
+                "summary": "This reference, interactive (Swagger UI)",
+                "responses": {"200": _plain("An HTML page", ["text/html"])},
+            }
+        },
+    )
+    spec.path(
+        "/docs/{name}",
+        operations={
+            "get": {
+                "summary": "A file the /docs page loads",
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(docs.ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": _plain("The file", ["text/javascript", "text/css", "image/png"]),
+                    "404": not_found,
+                },
+            }
+        },
+    )
+    spec.path(
+        "/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics, for the operators' scraper only",
+                "responses": {"200": _plain("Prometheus text format 0.0.4", ["text/plain"])},
+            }
+        },
+    )
 
 
 def build_spec(max_batch: int) -> dict[str, Any]:
@@ -262,6 +313,7 @@ def build_spec(max_batch: int) -> dict[str, Any]:
             }
         },
     )
+    _operator_paths(spec)
     document = spec.to_dict()
     # The batch size is configuration, not schema: state it where clients look.
     ids = document["components"]["schemas"]["BatchDeleteRequest"]["properties"]["media_ids"]

@@ -1,0 +1,192 @@
+"""Prometheus metrics: requests by route, batch outcomes, pending cleanup; GET /metrics."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .services.cleanup import pending_cleanup_count
+from .services.deletion import BatchOutcome
+from .services.errors import DomainError
+from .vectors.base import SPACES
+
+# Set by gunicorn.conf.py before any worker imports prometheus_client: every worker then
+# writes its samples to files there and a scrape of any worker adds them all up.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+EXTENSION = "wickson_metrics"
+
+# Labels take only values from a fixed set: an unknown method or an unmatched path must not
+# grow a new time series per request.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "<unmatched>"
+_BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+log = structlog.get_logger("wickson_batch")
+bp = Blueprint("metrics", __name__)
+
+
+class Metrics:
+    """The metrics of one app, registered in its own registry (one app per process in prod)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "wickson_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "wickson_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template",
+            ["route"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "wickson_batch_size",
+            "Unique media ids per processed batch deletion",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "wickson_batch_processing_seconds",
+            "Processing time of a batch deletion (the processing_time_ms it reports)",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.media_deleted = Counter(
+            "wickson_media_deleted",
+            "Media records deleted by batch deletions",
+            registry=registry,
+        )
+        self.vectors_deleted = Counter(
+            "wickson_vectors_deleted",
+            "Vector points removed by batch deletions, by space "
+            "(points left to the reconciler are not counted here)",
+            ["space"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "wickson_batch_failures",
+            "Ids a batch deletion reported failed, by reason code",
+            ["reason"],
+            registry=registry,
+        )
+        self.cleanup_deferred = Counter(
+            "wickson_cleanup_deferred",
+            "Deleted media whose vectors could not be removed at once (left to the reconciler)",
+            registry=registry,
+        )
+        for space in SPACES:  # present from the first scrape, at 0
+            self.vectors_deleted.labels(space=space)
+
+    def observe_batch(self, outcome: BatchOutcome) -> None:
+        """Count one processed batch deletion."""
+        self.batch_size.observe(len(outcome.deleted) + len(outcome.failed))
+        self.batch_seconds.observe(outcome.processing_time_ms / 1000)
+        self.media_deleted.inc(len(outcome.deleted))
+        for space in SPACES:
+            self.vectors_deleted.labels(space=space).inc(outcome.vectors_removed[space])
+        for reason in outcome.failed.values():
+            self.failures.labels(reason=reason).inc()
+        self.cleanup_deferred.inc(len(outcome.cleanup_pending))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request."""
+        method = method if method in _METHODS else "OTHER"
+        self.requests.labels(route=route, method=method, status=str(status)).inc()
+        self.request_seconds.labels(route=route).observe(seconds)
+
+
+class PendingCleanupCollector(Collector):
+    """Reads the number of waiting cleanup tasks from the database at scrape time."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        held = self.app.extensions.get("wickson")
+        if held is None:
+            return
+        try:
+            pending = pending_cleanup_count(held.db)
+        except DomainError as error:  # a scrape must still answer; the gauge is left out
+            log.warning("metrics.cleanup_pending_unavailable", error=str(error))
+            return
+        yield GaugeMetricFamily(
+            "wickson_cleanup_tasks_pending",
+            "Vector cleanup tasks waiting for the reconciler (read from the database)",
+            value=pending,
+        )
+
+    def describe(self) -> list[Any]:
+        return []  # no query at registration time
+
+
+def multiprocess_mode() -> bool:
+    """Return whether samples are shared between processes through PROMETHEUS_MULTIPROC_DIR."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def observe_batch(outcome: BatchOutcome) -> None:
+    """Count a processed batch deletion in the current app's metrics."""
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    metrics.observe_batch(outcome)
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    started = g.get("metrics_started")
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    metrics.observe_request(route, request.method, response.status_code, seconds)
+    return response
+
+
+def _scrape_registry() -> CollectorRegistry:
+    if not multiprocess_mode():
+        metrics: Metrics = current_app.extensions[EXTENSION]
+        return metrics.registry
+    # Under gunicorn every worker's samples are in files: add them all up, per scrape.
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(PendingCleanupCollector(current_app._get_current_object()))  # type: ignore[attr-defined]
+    return registry
+
+
+@bp.route("/metrics", methods=["GET"])
+def scrape() -> Response:
+    """Serve every metric in the Prometheus text format."""
+    return Response(generate_latest(_scrape_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    """Create this app's metrics, count every request, and serve GET /metrics."""
+    registry = CollectorRegistry()
+    app.extensions[EXTENSION] = Metrics(registry)
+    if not multiprocess_mode():
+        registry.register(PendingCleanupCollector(app))
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    app.register_blueprint(bp)
