@@ -6,6 +6,7 @@ none; after the reconciler has run no point lacks its media row.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import os
 import random
@@ -107,6 +108,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
+# What a client sees when the server dies under its request.
+CUT_OFF = (OSError, ValueError, http.client.HTTPException)
+
+
 @dataclass
 class Tally:
     """What the clients saw, shared by the firing threads."""
@@ -116,6 +121,7 @@ class Tally:
     batches_acknowledged: int = 0
     acknowledged: dict[str, str] = field(default_factory=dict)  # media id -> operation id
     in_doubt: int = 0  # sent, no answer: the kill came first
+    unexpected: list[str] = field(default_factory=list)  # answers other than 200
 
 
 def fire_batches(server: Server, key: str, ids: list[str], tally: Tally, seed: int) -> None:
@@ -130,11 +136,14 @@ def fire_batches(server: Server, key: str, ids: list[str], tally: Tally, seed: i
             tally.batches_sent += 1
         try:
             status, payload, _ = server.request(method, path, {"media_ids": batch}, key)
-        except (OSError, ValueError):  # connection refused or reset: the server is gone
+        except CUT_OFF:  # connection refused, reset or cut mid-answer: the server is gone
             with tally.lock:
                 tally.in_doubt += 1
             return
-        assert status == 200, payload
+        if status != 200:
+            with tally.lock:
+                tally.unexpected.append(f"{status} {payload}")
+            return
         deleted = payload["data"]["deleted"]
         with tally.lock:
             tally.batches_acknowledged += 1
@@ -176,6 +185,7 @@ def test_sigkill_mid_batch_never_loses_an_acknowledged_deletion(
         for thread in threads:
             thread.join(15)
             assert not thread.is_alive()
+        assert not tally.unexpected, tally.unexpected
         # What the kill left before any reconcile: rows gone, points maybe not yet.
         orphans_before_reconcile.append(check_figures(server)["orphans"])
 
@@ -221,6 +231,7 @@ class Creations:
     lock: threading.Lock = field(default_factory=threading.Lock)
     sent: int = 0
     acknowledged: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
 
 
 def fire_creations(server: Server, key: str, made: Creations, seed: int) -> None:
@@ -237,9 +248,12 @@ def fire_creations(server: Server, key: str, made: Creations, seed: int) -> None
             made.sent += 1
         try:
             status, body, _ = server.request("POST", "/v1/media", payload, key)
-        except (OSError, ValueError):
+        except CUT_OFF:
             return
-        assert status == 201, body
+        if status != 201:
+            with made.lock:
+                made.unexpected.append(f"{status} {body}")
+            return
         with made.lock:
             made.acknowledged[body["data"]["media_id"]] = (hd, ld)
 
@@ -266,6 +280,7 @@ def test_sigkill_mid_creation_leaves_nothing_visible_or_orphaned(
         for thread in threads:
             thread.join(15)
             assert not thread.is_alive()
+        assert not made.unexpected, made.unexpected
         pending = [row[0] for row in sql(tmp_path, "SELECT id FROM media WHERE state = 'pending'")]
         pending_at_kill.append(len(pending))
         server.start()
