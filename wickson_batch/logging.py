@@ -28,16 +28,49 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _renderer(fmt: str) -> structlog.typing.Processor:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+class StructuredFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a stdlib log record (gunicorn's, a library's) like the app's own lines:
+    `{"event": <message>, "level", "timestamp", "logger"}` in JSON, or the console format."""
+
+    def __init__(self, fmt: str = "json") -> None:
+        super().__init__(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(fmt)],
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.stdlib.add_logger_name,
+                structlog.processors.format_exc_info,
+            ],
+        )
+
+
+class StructuredHandler(logging.Handler):
+    """A handler writing `StructuredFormatter` lines to the current sys.stderr."""
+
+    def __init__(self, fmt: str = "json") -> None:
+        super().__init__()
+        self.setFormatter(StructuredFormatter(fmt))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: structlog.typing.Processor
-    if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    else:
-        renderer = structlog.processors.JSONRenderer()
+    renderer = _renderer(fmt)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -50,7 +83,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    # Libraries' stdlib logs (and gunicorn's, which gunicorn.conf.py routes the same way)
+    # come out in the same format: one structured handler on the root logger, replacing a
+    # previous one (of an earlier call, or of gunicorn's logconfig_dict), never anyone else's.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, StructuredHandler):
+            root.removeHandler(handler)
+    root.addHandler(StructuredHandler(fmt))
+    root.setLevel(numeric)
 
 
 def new_request_id() -> str:
