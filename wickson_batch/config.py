@@ -81,6 +81,10 @@ _STR_KEYS = {
 }
 
 
+# Every setting the environment can set (deploy/compose.yaml is checked against it).
+ENV_KEYS = frozenset(_INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS)
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used."""
 
@@ -104,8 +108,7 @@ def _coerce(key: str, raw: str) -> Any:
 def env_overlay(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return the settings present in the environment, typed."""
     environ = os.environ if environ is None else environ
-    known = _INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS
-    return {key: _coerce(key, environ[key]) for key in known if environ.get(key, "") != ""}
+    return {key: _coerce(key, environ[key]) for key in ENV_KEYS if environ.get(key, "") != ""}
 
 
 def load_settings(
