@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_server import BIN, ROOT, Server, free_port
@@ -30,10 +31,10 @@ class LoggedServer(Server):
 
     log_path: Path
 
-    def start(self) -> None:
+    def start(self, extra: list[str] | None = None) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+                [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", *(extra or []), "wsgi:app"],
                 env=self.env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
@@ -207,3 +208,65 @@ def test_a_given_metrics_folder_is_emptied_at_start_and_kept(
     assert server.stop() == 0
     assert folder.is_dir()
     assert not list((tmp_path / "tmp").glob("wickson-metrics-*"))
+
+
+def worker_requests(folder: Path) -> dict[str, float]:
+    """API requests each worker counted, read from its own samples file (counter_<pid>.db)."""
+    counted: dict[str, float] = {}
+    for path in folder.glob("counter_*.db"):
+        families = multiprocess.MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+        counted[path.stem.split("_")[1]] = sum(
+            sample.value
+            for family in families
+            if family.name == "wickson_http_requests"
+            for sample in family.samples
+            if sample.name == "wickson_http_requests_total"
+            and sample.labels["route"] != "/readyz"  # start() polls it
+        )
+    return counted
+
+
+def test_two_workers_samples_add_up_in_any_workers_answer(
+    server: LoggedServer, tmp_path: Path
+) -> None:
+    # Two workers need stores that several processes can share: SQLite (WAL) for the
+    # database and, for the vectors, qdrant-client's in-process mode, one per worker. The
+    # batches below delete by the database's records, so each worker's own empty vector
+    # store does not change their counts.
+    folder = tmp_path / "prom"
+    server.env.update(
+        {"QDRANT_URL": ":memory:", "PROMETHEUS_MULTIPROC_DIR": str(folder), "LOG_LEVEL": "WARNING"}
+    )
+    secret = server.cli("keys", "create", "--owner", "acme").stdout.strip()
+    ids = server.cli(
+        "seed", "--owner", "acme", "--count", "4", "--hd-per-media", "2"
+    ).stdout.split()
+    assert len(ids) == 4
+    server.start(extra=["--workers", "2"])
+
+    statuses = [
+        server.request("DELETE", "/v1/media/batch", {"media_ids": [media_id, "vec-x"]}, secret)[0]
+        for media_id in ids
+    ]
+    sent = len(statuses)
+    # Fresh connections until each worker has answered some (the kernel picks the worker).
+    while min(worker_requests(folder).values(), default=0) == 0 and sent < 400:
+        assert server.request("GET", "/v1/media/vec-nope", key=secret)[0] == 404
+        sent += 1
+    per_worker = worker_requests(folder)
+
+    samples = server.scrape()
+
+    assert statuses == [200] * 4
+    assert len(per_worker) == 2 and min(per_worker.values()) > 0, per_worker
+    total = sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "wickson_http_requests_total" and ("route", "/readyz") not in labels
+    )
+    assert total == sent == sum(per_worker.values())
+    assert value(samples, "wickson_media_deleted_total") == 4
+    assert value(samples, "wickson_vectors_deleted_total", space="hd") == 8
+    assert value(samples, "wickson_batch_failures_total", reason="NOT_FOUND") == 4
+    assert value(samples, "wickson_batch_size_count") == 4
+    assert server.stop() == 0
