@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -27,6 +28,8 @@ accesslog = None  # the app writes its own JSON access log
 # lines on stderr with event, level, timestamp and logger (LOG_FORMAT=console for a person).
 _log_format = os.environ.get("LOG_FORMAT") or "json"
 loglevel = (os.environ.get("LOG_LEVEL") or "INFO").lower()
+if loglevel not in {"debug", "info", "warning", "error", "critical"}:
+    loglevel = "info"  # as the app does with a level it does not know
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -58,12 +61,29 @@ if not os.environ.get(_MULTIPROC_ENV):
     )
 
 
+# prometheus-client's sample files, `<type>_<pid>.db`: only these are removed from the folder.
+_SAMPLE_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
 def on_starting(server: Any) -> None:
-    """Before any worker exists: start from an empty metrics folder."""
+    """Before any worker exists: start from a metrics folder without old samples."""
     folder = os.environ[_MULTIPROC_ENV]
     os.makedirs(folder, exist_ok=True)
-    for path in glob.glob(os.path.join(folder, "*.db")):
-        os.remove(path)
+    names = os.listdir(folder)
+    others = sorted(
+        name for name in names if name.endswith(".db") and not _SAMPLE_FILE.fullmatch(name)
+    )
+    if others:  # every *.db there is read at each scrape: never delete or read another's file
+        server.log.error(
+            "%s=%s holds other files (%s): give it a folder of its own",
+            _MULTIPROC_ENV,
+            folder,
+            ", ".join(others),
+        )
+        sys.exit(1)
+    for name in names:
+        if _SAMPLE_FILE.fullmatch(name):
+            os.remove(os.path.join(folder, name))
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -199,15 +199,38 @@ def test_a_given_metrics_folder_is_emptied_at_start_and_kept(
     folder.mkdir()
     stale = folder / "counter_12345.db"  # a previous run's samples would add to this run's
     stale.write_bytes(b"\0" * 64)
+    (folder / "notes.txt").write_text("not a sample file")
     server.env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    server.env["LOG_LEVEL"] = "verbose"  # not a level: INFO, as the app does
     server.start()
 
     assert not stale.exists()
     samples = server.scrape()
     assert value(samples, "wickson_media_deleted_total") == 0
     assert server.stop() == 0
-    assert folder.is_dir()
+    assert (folder / "notes.txt").exists()  # a folder given is kept, with this run's samples
     assert not list((tmp_path / "tmp").glob("wickson-metrics-*"))
+
+
+def test_a_metrics_folder_holding_other_files_is_refused(
+    server: LoggedServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "var"
+    data.mkdir()
+    (data / "wickson.db").write_bytes(b"a database, not samples")  # DATA_DIR given by mistake
+    server.env["PROMETHEUS_MULTIPROC_DIR"] = str(data)
+
+    with pytest.raises(AssertionError, match="holds other files"):
+        server.start()
+
+    assert server.process is not None and server.process.wait(timeout=10) == 1
+    server.process = None
+    assert (data / "wickson.db").read_bytes() == b"a database, not samples"
+    errors = [e for e in server.log_lines() if e["level"] == "error"]
+    assert errors[0]["event"] == (
+        f"PROMETHEUS_MULTIPROC_DIR={data} holds other files (wickson.db): "
+        "give it a folder of its own"
+    )
 
 
 def worker_requests(folder: Path) -> dict[str, float]:
