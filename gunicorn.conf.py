@@ -55,9 +55,33 @@ logconfig_dict: dict[str, Any] = {
 # emptied of the previous run's files (stale samples would be added to this run's).
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWNED_ENV = "WICKSON_OWN_METRICS_DIR"  # remembers across a config reload (SIGHUP)
+# A folder we make is named after the master's pid: one left by a master that was killed
+# (no on_exit) is removed by the next start, and never one whose master still runs.
+_OWN_FOLDER = re.compile(r"wickson-metrics-(\d+)-\w+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_folders_of_dead_masters() -> None:
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        match = _OWN_FOLDER.fullmatch(name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
 if not os.environ.get(_MULTIPROC_ENV):
+    _remove_folders_of_dead_masters()
     os.environ[_MULTIPROC_ENV] = os.environ[_OWNED_ENV] = tempfile.mkdtemp(
-        prefix="wickson-metrics-"
+        prefix=f"wickson-metrics-{os.getpid()}-"
     )
 
 

@@ -112,9 +112,21 @@ def test_metrics_and_json_logs_under_gunicorn(server: LoggedServer, tmp_path: Pa
     secret = server.cli("keys", "create", "--owner", "acme").stdout.strip()
     seeded = server.cli("seed", "--owner", "acme", "--count", "5", "--hd-per-media", "2")
     ids = seeded.stdout.split()
+    # Folders left by masters that were killed (no on_exit hook ran), and one that runs.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left_by_dead = tmp_path / "tmp" / f"wickson-metrics-{gone.pid}-abc123"
+    left_by_dead.mkdir()
+    (left_by_dead / "counter_1.db").write_bytes(b"\0" * 64)
+    running = tmp_path / "tmp" / f"wickson-metrics-{os.getpid()}-def456"
+    running.mkdir()
     server.start()
+    assert not left_by_dead.exists() and running.is_dir()
+    running.rmdir()
     metrics_dirs = list((tmp_path / "tmp").glob("wickson-metrics-*"))
     assert len(metrics_dirs) == 1  # made by gunicorn.conf.py, before the worker started
+    assert server.process is not None
+    assert metrics_dirs[0].name.startswith(f"wickson-metrics-{server.process.pid}-")
 
     first = server.request(
         "DELETE",
