@@ -22,8 +22,9 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 install: $(VENV)/.runtime
 
+# Not echoed: with LOG_FORMAT=json (the default) everything it prints is a JSON line.
 run: $(VENV)/.runtime
-	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	@$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 test: $(VENV)/.dev
 	$(BIN)/pytest

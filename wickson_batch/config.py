@@ -37,6 +37,9 @@ class Config:
     MEDIA_MAX_CONTENT_LENGTH = 8 * MiB
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"
+    # GET /metrics (Prometheus). Off: the route is not served (404); route only what the
+    # public needs through the load balancer, and let Prometheus scrape the app directly.
+    METRICS_ENABLED = True
     # The reconciler: how often it runs, and how old a task or pending row must be
     # before it is touched (a request may still be working on younger ones).
     RECONCILER_ENABLED = True
@@ -64,7 +67,7 @@ _INT_KEYS = {
     "TRUSTED_PROXY_HOPS",
 }
 _FLOAT_KEYS = {"RECONCILE_INTERVAL_SECONDS", "RECONCILE_GRACE_SECONDS"}
-_BOOL_KEYS = {"RECONCILER_ENABLED"}
+_BOOL_KEYS = {"RECONCILER_ENABLED", "METRICS_ENABLED"}
 _STR_KEYS = {
     "DATA_DIR",
     "DATABASE_URL",
@@ -76,6 +79,10 @@ _STR_KEYS = {
     "LOG_LEVEL",
     "LOG_FORMAT",
 }
+
+
+# Every setting the environment can set (deploy/compose.yaml is checked against it).
+ENV_KEYS = frozenset(_INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS)
 
 
 class ConfigError(ValueError):
@@ -101,8 +108,7 @@ def _coerce(key: str, raw: str) -> Any:
 def env_overlay(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return the settings present in the environment, typed."""
     environ = os.environ if environ is None else environ
-    known = _INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS
-    return {key: _coerce(key, environ[key]) for key in known if environ.get(key, "") != ""}
+    return {key: _coerce(key, environ[key]) for key in ENV_KEYS if environ.get(key, "") != ""}
 
 
 def load_settings(

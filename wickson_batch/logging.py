@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
+import warnings
+from typing import TextIO
 
 import structlog
 from flask import Flask, Response, g, request
@@ -19,13 +22,85 @@ log = structlog.get_logger("wickson_batch")
 
 
 class _CurrentStderr:
-    """Writes to whatever sys.stderr is at the time, so a later redirect is honoured."""
+    """Writes whole lines to whatever sys.stderr is at the time (a later redirect is honoured).
+
+    Each thread's text is held until it ends a line, and a line goes out in one write under
+    one lock: lines from threads writing at once (structlog's `print` writes a message and
+    its newline separately) never cut into each other.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._pending = threading.local()
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        held: str = getattr(self._pending, "text", "") + text
+        complete, newline, rest = held.rpartition("\n")
+        self._pending.text = rest
+        if newline:
+            with self._lock:
+                sys.stderr.write(complete + newline)
+                sys.stderr.flush()
+        return len(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        with self._lock:
+            sys.stderr.flush()
+
+
+_STDERR = _CurrentStderr()
+
+
+def _renderer(fmt: str) -> structlog.typing.Processor:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+class StructuredFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a stdlib log record (gunicorn's, a library's) like the app's own lines:
+    `{"event": <message>, "level", "timestamp", "logger"}` in JSON, or the console format."""
+
+    def __init__(self, fmt: str = "json") -> None:
+        super().__init__(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(fmt)],
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,  # the request id, while serving one
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.stdlib.add_logger_name,
+                structlog.processors.format_exc_info,
+            ],
+        )
+
+
+class StructuredHandler(logging.Handler):
+    """A handler writing `StructuredFormatter` lines to the current sys.stderr."""
+
+    def __init__(self, fmt: str = "json") -> None:
+        super().__init__()
+        self.setFormatter(StructuredFormatter(fmt))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _STDERR.write(self.format(record) + "\n")
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Python warnings (a library's UserWarning, say) as log records, not raw stderr text."""
+    logging.getLogger("py.warnings").warning(
+        "%s: %s (%s:%s)", category.__name__, message, filename, lineno
+    )
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -33,11 +108,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: structlog.typing.Processor
-    if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    else:
-        renderer = structlog.processors.JSONRenderer()
+    renderer = _renderer(fmt)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -47,10 +118,19 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(_STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    # Libraries' stdlib logs (and gunicorn's, which gunicorn.conf.py routes the same way)
+    # come out in the same format: one structured handler on the root logger, replacing a
+    # previous one (of an earlier call, or of gunicorn's logconfig_dict), never anyone else's.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, StructuredHandler):
+            root.removeHandler(handler)
+    root.addHandler(StructuredHandler(fmt))
+    root.setLevel(numeric)
+    warnings.showwarning = _log_warning
 
 
 def new_request_id() -> str:
@@ -88,7 +168,13 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
+def _end_request(_error: BaseException | None) -> None:
+    # A worker thread's later lines (between requests) must not carry this request's id.
+    structlog.contextvars.clear_contextvars()
+
+
 def init_app(app: Flask) -> None:
     """Bind a request id to every request and write one access-log line per response."""
     app.before_request(_begin_request)
     app.after_request(_finish_request)
+    app.teardown_request(_end_request)

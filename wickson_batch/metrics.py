@@ -182,11 +182,12 @@ def scrape() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Create this app's metrics, count every request, and serve GET /metrics."""
+    """Create this app's metrics, count every request, and serve GET /metrics (if enabled)."""
     registry = CollectorRegistry()
     app.extensions[EXTENSION] = Metrics(registry)
     if not multiprocess_mode():
         registry.register(PendingCleanupCollector(app))
     app.before_request(_start_timer)
     app.after_request(_count_request)
-    app.register_blueprint(bp)
+    if app.config.get("METRICS_ENABLED", True):
+        app.register_blueprint(bp)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from flask import Flask
 
 from tests.conftest import Caller, settings_for, stores_of, unknown_id
 from wickson_batch import create_app
+from wickson_batch.logging import configure_logging
 from wickson_batch.services import keys
 
 
@@ -86,3 +92,51 @@ def test_keys_and_vectors_never_reach_the_logs(
     assert caller.key not in logged
     assert "wkb_not-a-real-key-but-secret" not in logged
     assert 'hd_vectors": [[' not in logged and "12345" not in logged
+
+
+def test_lines_from_many_threads_never_interleave(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    structured = structlog.get_logger("wickson_batch")
+    library = logging.getLogger("some.library")
+    start = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        start.wait()
+        for i in range(300):
+            if (n + i) % 2:
+                structured.info("app.event", thread=n, i=i, padding="x" * 200)
+            else:
+                library.info("library line %s %s %s", n, i, "y" * 200)
+
+    capsys.readouterr()
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    entries = lines(capsys.readouterr().err)  # every line parses: none was cut by another
+
+    assert len(entries) == 8 * 300
+    assert sum(e["event"] == "app.event" for e in entries) == 4 * 300
+    assert all(e.get("logger") == "some.library" for e in entries if e["event"] != "app.event")
+
+
+def test_python_warnings_are_logged_as_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        configure_logging("INFO", "json")
+        capsys.readouterr()
+        warnings.warn("an insecure connection", UserWarning, stacklevel=1)
+
+        entries = lines(capsys.readouterr().err)
+
+    assert len(entries) == 1
+    assert entries[0]["logger"] == "py.warnings"
+    assert entries[0]["level"] == "warning"
+    assert "UserWarning: an insecure connection" in entries[0]["event"]

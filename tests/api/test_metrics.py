@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Caller, stores_of, unknown_id
+from tests.conftest import Caller, settings_for, stores_of, unknown_id
 from tests.faults import FlakyVectors
+from wickson_batch import create_app
+from wickson_batch.config import env_overlay
 from wickson_batch.services.cleanup import drain_cleanup
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -106,3 +109,22 @@ def test_pending_cleanup_is_read_from_the_database(
     drain_cleanup(held.db, real, grace=timedelta(0))
 
     assert value(scrape(client), "wickson_cleanup_tasks_pending") == 0
+
+
+def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
+    app = create_app(settings_for(tmp_path, "edge", METRICS_ENABLED=False))
+    try:
+        client = app.test_client()
+
+        response = client.get("/metrics")
+
+        assert response.status_code == 404
+        assert response.get_json()["error"]["code"] == "NOT_FOUND"
+        assert "/metrics" not in client.get("/openapi.json").get_json()["paths"]
+    finally:
+        stores_of(app).close()
+
+
+def test_metrics_setting_is_read_from_the_environment() -> None:
+    assert env_overlay({"METRICS_ENABLED": "false"}) == {"METRICS_ENABLED": False}
+    assert env_overlay({"METRICS_ENABLED": "1"}) == {"METRICS_ENABLED": True}

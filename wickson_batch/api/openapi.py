@@ -142,8 +142,8 @@ def _plain(description: str, media_types: list[str]) -> dict[str, Any]:
     }
 
 
-def _operator_paths(spec: APISpec) -> None:
-    """Document the routes for people and scrapers: /docs, its files, /metrics."""
+def _operator_paths(spec: APISpec, metrics: bool) -> None:
+    """Document the routes for people and scrapers: /docs, its files, /metrics (if served)."""
     not_found = _response("Not one of the page's files (NOT_FOUND)", "ErrorResponse", limited=False)
     spec.path(
         "/docs",
@@ -174,6 +174,8 @@ def _operator_paths(spec: APISpec) -> None:
             }
         },
     )
+    if not metrics:
+        return
     spec.path(
         "/metrics",
         operations={
@@ -185,7 +187,7 @@ def _operator_paths(spec: APISpec) -> None:
     )
 
 
-def build_spec(max_batch: int) -> dict[str, Any]:
+def build_spec(max_batch: int, metrics: bool = True) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of every route."""
     spec = APISpec(
         title="wickson-batch",
@@ -313,7 +315,7 @@ def build_spec(max_batch: int) -> dict[str, Any]:
             }
         },
     )
-    _operator_paths(spec)
+    _operator_paths(spec, metrics)
     document = spec.to_dict()
     # The batch size is configuration, not schema: state it where clients look.
     ids = document["components"]["schemas"]["BatchDeleteRequest"]["properties"]["media_ids"]
@@ -326,6 +328,8 @@ def openapi() -> ResponseReturnValue:
     """Serve the OpenAPI document."""
     cached = current_app.extensions.get("wickson_openapi")
     if cached is None:
-        cached = build_spec(current_app.config["MAX_BATCH_SIZE"])
+        cached = build_spec(
+            current_app.config["MAX_BATCH_SIZE"], current_app.config.get("METRICS_ENABLED", True)
+        )
         current_app.extensions["wickson_openapi"] = cached
     return cached

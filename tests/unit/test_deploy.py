@@ -1,0 +1,108 @@
+"""deploy/: the compose file and Dockerfile stay in step with the app's settings.
+
+No Docker engine here: these tests parse the files, they do not run them (deploy/README.md).
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from wickson_batch.config import ENV_KEYS, Config, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+# Read by gunicorn.conf.py, not by the app.
+GUNICORN_KEYS = {"HOST", "WEB_CONCURRENCY", "THREADS", "PROMETHEUS_MULTIPROC_DIR"}
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def resolved_app_env() -> dict[str, str]:
+    """The app's environment as compose gives it with no variables set (their defaults)."""
+    env = compose()["services"]["app"]["environment"]
+    assert isinstance(env, dict)
+    resolved = {key: _DEFAULTED.sub(r"\2", str(value)) for key, value in env.items()}
+    assert not any("$" in value for value in resolved.values()), "a variable without a default"
+    return resolved
+
+
+def test_the_topology_has_its_four_services_each_with_a_healthcheck() -> None:
+    services = compose()["services"]
+
+    assert set(services) == {"app", "postgres", "redis", "qdrant"}
+    assert services["qdrant"]["image"].startswith("qdrant/qdrant:v")
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["redis"]["image"].startswith("redis:")
+    assert all("test" in service["healthcheck"] for service in services.values())
+    assert services["app"]["depends_on"] == {
+        name: {"condition": "service_healthy"} for name in ("postgres", "redis", "qdrant")
+    }
+
+
+def test_every_app_variable_is_a_setting_the_app_or_gunicorn_reads() -> None:
+    env = resolved_app_env()
+    gunicorn_conf = (ROOT / "gunicorn.conf.py").read_text()
+
+    unknown = set(env) - ENV_KEYS - GUNICORN_KEYS
+    assert not unknown, f"not read by the app or gunicorn.conf.py: {sorted(unknown)}"
+    assert all(f'"{key}"' in gunicorn_conf or f"'{key}'" in gunicorn_conf for key in GUNICORN_KEYS)
+    settings = load_settings(Config, environ=env)  # every value parses
+    assert settings["TRUSTED_PROXY_HOPS"] == 0  # the safe default; the guide says when to raise it
+    assert settings["METRICS_ENABLED"] is True
+
+
+def test_the_urls_name_the_services_and_the_database_credentials_match() -> None:
+    env = resolved_app_env()
+    postgres = compose()["services"]["postgres"]["environment"]
+
+    database = urlsplit(env["DATABASE_URL"])
+    assert database.scheme == "postgresql+psycopg"
+    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert database.username == postgres["POSTGRES_USER"]
+    assert database.path == "/" + postgres["POSTGRES_DB"]
+    raw_url = compose()["services"]["app"]["environment"]["DATABASE_URL"]
+    assert f":{postgres['POSTGRES_PASSWORD']}@postgres:" in raw_url  # the same ${...} expression
+    assert urlsplit(env["RATELIMIT_STORAGE_URI"]).hostname == "redis"
+    assert env["QDRANT_URL"] == "http://qdrant:6333"
+
+
+def test_gunicorn_runs_several_workers_in_this_topology(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in resolved_app_env().items():
+        monkeypatch.setenv(key, value)
+
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+    assert conf["workers"] == 4
+    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["logconfig_dict"]["handlers"]["structured"]["fmt"] == "json"
+
+
+def test_the_dockerfile_builds_what_compose_and_gunicorn_expect() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    app = compose()["services"]["app"]
+
+    assert (ROOT / app["build"]["context"].replace("..", ".") / app["build"]["dockerfile"]).exists()
+    base = re.search(r"^FROM python:3\.(\d+)", dockerfile, re.M)
+    assert base and int(base.group(1)) >= 11  # setup.cfg: python_requires >= 3.11
+    assert "pip install -r requirements.txt" in dockerfile
+    assert "gunicorn --config gunicorn.conf.py wsgi:app" in dockerfile
+    for sources in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+        for source in sources.split():
+            assert (ROOT / source).exists(), source
+            assert f"!{source}" in ignore or f"!{source}/**" in ignore, source
+    assert "EXPOSE 8000" in dockerfile
+    assert app["ports"] == ["${APP_PORT:-8000}:8000"]
+    assert "http://127.0.0.1:8000/readyz" in " ".join(app["healthcheck"]["test"])
