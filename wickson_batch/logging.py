@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 import structlog
 from flask import Flask, Response, g, request
@@ -28,6 +31,12 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _add_pid(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    # Several gunicorn workers write to one stream: the pid tells which one served a request.
+    event["pid"] = os.getpid()
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
     numeric = logging.getLevelName(level.upper())
@@ -42,15 +51,20 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
+        # One write per line (PrintLogger writes the newline separately, so another thread's
+        # stdlib log line could land in between): lines from threads and workers stay whole.
+        logger_factory=structlog.WriteLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    # qdrant-client's HTTP library logs every call to a Qdrant server at INFO.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
 
 
 def new_request_id() -> str:
