@@ -36,7 +36,13 @@ ROUNDS = 5
 
 
 @pytest.fixture
-def qdrant_url() -> Iterator[str]:
+def pg_redis() -> servers.ServerUrls:
+    """PostgreSQL and Redis, or a skip (a failure under CI=true) before anything starts."""
+    return servers.require()
+
+
+@pytest.fixture
+def qdrant_url(pg_redis: servers.ServerUrls) -> Iterator[str]:
     """Start the stand-in Qdrant server on a free port of 127.0.0.1."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.qdrant_standin"],
