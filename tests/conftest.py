@@ -20,8 +20,8 @@ from wickson_batch.stores import Stores
 
 # Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
 # local mode standing in for a Qdrant server (it makes the same client calls). The server
-# pass (WICKSON_TEST_BACKEND=server: PostgreSQL and Redis) pairs them with the stand-in for
-# a Qdrant server only, as production does.
+# pass (WICKSON_TEST_BACKEND=server: PostgreSQL and Redis) uses the stand-in only: with a
+# server database, production runs a Qdrant server too.
 ENGINES = ("qdrant-local",) if servers.SERVER_PASS else ("edge", "qdrant-local")
 
 # Left out of the server pass, and why: they build their own stores rather than use
