@@ -26,8 +26,12 @@ install: $(VENV)/.runtime
 run: $(VENV)/.runtime
 	@$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
+# The second pass runs the API and integration suites on PostgreSQL and Redis (from
+# WICKSON_TEST_POSTGRES_URL / WICKSON_TEST_REDIS_URL; without them it skips, under CI=true it
+# fails): `eval "$$(scripts/test-servers start)"` starts both.
 test: $(VENV)/.dev
 	$(BIN)/pytest
+	WICKSON_TEST_BACKEND=server $(BIN)/pytest tests/api tests/integration
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -13,13 +13,52 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from tests import servers
 from wickson_batch import create_app
 from wickson_batch.services import keys
 from wickson_batch.stores import Stores
 
 # Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
-# local mode standing in for a Qdrant server (it makes the same client calls).
-ENGINES = ("edge", "qdrant-local")
+# local mode standing in for a Qdrant server (it makes the same client calls). The server
+# pass (WICKSON_TEST_BACKEND=server: PostgreSQL and Redis) uses the stand-in only: with a
+# server database, production runs a Qdrant server too.
+ENGINES = ("qdrant-local",) if servers.SERVER_PASS else ("edge", "qdrant-local")
+
+# Left out of the server pass, and why: they build their own stores rather than use
+# `settings_for`, so a second run would repeat the first.
+SERVER_PASS_SKIPS = {
+    "tests/integration/test_crash.py": "runs gunicorn on SQLite and reads the SQLite file",
+    "tests/integration/test_server.py": "runs gunicorn on the embedded stores, edits SQLite",
+    "tests/integration/test_cli.py": "drives the console script on the embedded stores",
+    "tests/integration/test_docs_browser.py": "renders /docs from a server on embedded stores",
+    "tests/integration/test_vector_index.py": "tests the vector adapters alone, no SQL",
+    "tests/integration/test_workers.py": "runs its own gunicorn on PostgreSQL and Redis",
+    "tests/api/test_auth_and_limits.py::test_the_secret_never_reaches_the_database_files": (
+        "reads the SQLite files"
+    ),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the server pass: skip what does not use the servers; without them skip, or fail."""
+    if not servers.SERVER_PASS:
+        return
+    missing = servers.unavailable_reason()
+    if missing and servers.in_ci():
+        pytest.exit(f"{missing} (CI=true: a missing server is a failure)", returncode=1)
+    for item in items:
+        node = item.nodeid.split("[")[0]  # without the parameters
+        for prefix, reason in SERVER_PASS_SKIPS.items():
+            if node == prefix or node.startswith(prefix + "::"):
+                item.add_marker(pytest.mark.skip(reason=f"not in the server pass: {reason}"))
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=missing))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _server_databases() -> Iterator[None]:
+    yield
+    servers.drop_databases()
 
 
 def settings_for(tmp_path: Path, engine: str, **overrides: Any) -> dict[str, Any]:
@@ -32,6 +71,8 @@ def settings_for(tmp_path: Path, engine: str, **overrides: Any) -> dict[str, Any
         "RATELIMIT_STORAGE_URI": "memory://",
         "RATE_LIMIT_DEFAULT": "10000/minute",
     }
+    if servers.SERVER_PASS:
+        settings.update(servers.server_settings(tmp_path))
     settings.update(overrides)
     return settings
 

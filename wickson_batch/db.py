@@ -15,6 +15,8 @@ from .models import Base
 from .services.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# The PostgreSQL advisory lock that serialises schema creation across processes.
+_LOCK = 0x77696B73  # "wiks"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -95,7 +97,12 @@ class Database:
     def create_schema(self) -> None:
         """Create the tables that do not exist yet."""
         try:
-            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    # Several workers (or hosts) start at once on a fresh database: one creates
+                    # the tables, the others wait for it here and then find them.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+                Base.metadata.create_all(connection)
         except DBAPIError as error:
             if _is_unavailable(error):
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error

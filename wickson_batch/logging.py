@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
 import time
 import uuid
 import warnings
-from typing import TextIO
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 from flask import Flask, Response, g, request
@@ -68,6 +70,7 @@ class StructuredFormatter(structlog.stdlib.ProcessorFormatter):
             foreign_pre_chain=[
                 structlog.contextvars.merge_contextvars,  # the request id, while serving one
                 structlog.processors.add_log_level,
+                _add_pid,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 structlog.stdlib.add_logger_name,
                 structlog.processors.format_exc_info,
@@ -103,6 +106,12 @@ def _log_warning(
     )
 
 
+def _add_pid(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    # Several gunicorn workers write to one stream: the pid tells which one served a request.
+    event["pid"] = os.getpid()
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
     numeric = logging.getLevelName(level.upper())
@@ -113,6 +122,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
@@ -131,6 +141,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.addHandler(StructuredHandler(fmt))
     root.setLevel(numeric)
     warnings.showwarning = _log_warning
+    # qdrant-client's HTTP library logs every call to a Qdrant server at INFO.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
 
 
 def new_request_id() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -49,6 +50,7 @@ def test_each_request_writes_one_json_access_line(
     assert len(access) == 1
     entry = access[0]
     assert entry["request_id"] == response.headers["X-Request-ID"]
+    assert entry["pid"] == os.getpid()  # which worker process served it
     assert (entry["method"], entry["route"], entry["status"]) == (
         "GET",
         "/v1/media/<media_id>",

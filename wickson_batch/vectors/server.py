@@ -54,10 +54,16 @@ class ServerIndex:
                 self._check_dims(space)
                 continue
             params = models.VectorParams(size=self.dims[space], distance=models.Distance.COSINE)
-            _call(
-                "create a collection",
-                partial(self.client.create_collection, name, vectors_config=params),
-            )
+            try:
+                _call(
+                    "create a collection",
+                    partial(self.client.create_collection, name, vectors_config=params),
+                )
+            except VectorStoreError:
+                # Several workers start at once: another one may have just created it.
+                if not _call("list collections", partial(self.client.collection_exists, name)):
+                    raise
+                self._check_dims(space)
             tenant = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
             _call("index owner", partial(self.client.create_payload_index, name, "owner", tenant))
             keyword = models.PayloadSchemaType.KEYWORD
