@@ -73,8 +73,18 @@ class UnitOfWork:
             raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
 
     def commit(self) -> None:
-        """Commit the transaction."""
-        self.session.commit()
+        """Commit the transaction; if the commit fails, throw its connection away."""
+        connection = self.session.connection()
+        try:
+            self.session.commit()
+        except BaseException:
+            # A failed COMMIT can leave the driver's transaction open (SQLite keeps it after
+            # SQLITE_BUSY or an I/O error), while SQLAlchemy's pool, taking the transaction
+            # for ended, would hand the connection on without a rollback: the next commit on
+            # it would then apply work whose caller was told nothing changed. Closing the
+            # connection discards that transaction.
+            connection.invalidate()
+            raise
 
 
 class Database:
