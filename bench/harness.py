@@ -18,7 +18,8 @@ and measures:
   - for comparison, the same with qdrant-client's local mode as the vector store, at the
     sizes it accepts (<= 20k points).
 A server session deletes at most a fraction of the store (--budget); after each session the
-deleted media are seeded again, so every measurement runs on a store of the stated size.
+deleted media are seeded again, so every measurement runs on a store of the stated size. The
+floor runs in rounds between the server sessions, so both see the same load of a shared machine.
 Prints a table and the target checks, and writes every figure to a JSON file.
 """
 
@@ -360,27 +361,21 @@ def run_throughput(server: Server, store: Store, job: Job) -> tuple[int, float]:
     return job.batches * job.size, wall
 
 
-def measure_http(
-    store: Store, size: int, jobs: Sequence[Job], budget: int, log_path: Path
-) -> HttpFigures:
-    """Run the jobs in as many server sessions as the budget needs, topping up in between."""
-    figures = HttpFigures()
-    for session in plan_sessions(jobs, budget):
-        with serving(store, log_path) as server:
-            figures.starts.append(server.start_seconds)
-            warm = server.connection()  # first request pays for imports and caches
-            delete_over_http(warm, store.key, store.take(1))
-            warm.close()
-            for job in session:
-                if job.kind == "latency":
-                    run_latency(server, store, job, figures.latency)
-                else:
-                    deleted, wall = run_throughput(server, store, job)
-                    figures.deleted[job.clients] = figures.deleted.get(job.clients, 0) + deleted
-                    figures.wall[job.clients] = figures.wall.get(job.clients, 0.0) + wall
-            figures.rss.append(rss_bytes(server.process.pid))
-        store.grow_to(size)
-    return figures
+def run_session(store: Store, session: Sequence[Job], log_path: Path, into: HttpFigures) -> None:
+    """Start a server on the store, run the jobs against it, and stop it."""
+    with serving(store, log_path) as server:
+        into.starts.append(server.start_seconds)
+        warm = server.connection()  # the first request pays for lazy imports and caches
+        delete_over_http(warm, store.key, store.take(1))
+        warm.close()
+        for job in session:
+            if job.kind == "latency":
+                run_latency(server, store, job, into.latency)
+            else:
+                deleted, wall = run_throughput(server, store, job)
+                into.deleted[job.clients] = into.deleted.get(job.clients, 0) + deleted
+                into.wall[job.clients] = into.wall.get(job.clients, 0.0) + wall
+        into.rss.append(rss_bytes(server.process.pid))
 
 
 # ---------------------------------------------------------------------------- the floor
@@ -494,26 +489,31 @@ def measure_size(store: Store, size: int, options: Options, work: Path) -> dict[
     store.grow_to(size)
     progress(f"{store.engine} at {size:,}: seeded ({store.seed_seconds:.1f} s so far)", clock)
     budget = max(100, int(size * options.budget))
-    floor_ids = options.samples * (sum(BATCH_SIZES) + 100) + 1
-    floor = FloorFigures()
-    # The floor runs in budget-sized rounds too, topping the store up in between.
-    rounds = max(1, -(-floor_ids // budget))
-    per_round = -(-options.samples // rounds)
-    left = options.samples
-    while left > 0:
-        count = min(per_round, left)
-        part = measure_floor(store, {s: count for s in BATCH_SIZES}, count)
-        for name in ("total", "sql", "vectors", "service"):
-            for key, values in getattr(part, name).items():
-                getattr(floor, name).setdefault(key, []).extend(values)
-        left -= count
-        store.grow_to(size)
-    progress(f"{store.engine} at {size:,}: floor measured", clock)
     engine_jobs = jobs_for(options)
     if store.engine == "qdrant-local":  # far slower: latency only, fewer samples
         engine_jobs = [job for job in engine_jobs if job.kind == "latency"]
-    http = measure_http(store, size, engine_jobs, budget, work / f"gunicorn-{store.engine}.log")
-    progress(f"{store.engine} at {size:,}: {len(http.starts)} server sessions measured", clock)
+    sessions = plan_sessions(engine_jobs, budget)
+    # The floor runs in rounds interleaved with the server sessions, so that both see the
+    # same machine load (it is shared); the store is topped up after each round and session.
+    floor_ids = options.samples * (sum(BATCH_SIZES) + 100) + 1
+    rounds = max(len(sessions), -(-floor_ids // budget))
+    per_round = -(-options.samples // rounds)
+    left = options.samples
+    floor, http = FloorFigures(), HttpFigures()
+    log_path = work / f"gunicorn-{store.engine}.log"
+    for index in range(rounds):
+        if left > 0:
+            count = min(per_round, left)
+            part = measure_floor(store, {s: count for s in BATCH_SIZES}, count)
+            for name in ("total", "sql", "vectors", "service"):
+                for key, values in getattr(part, name).items():
+                    getattr(floor, name).setdefault(key, []).extend(values)
+            left -= count
+            store.grow_to(size)
+        if index < len(sessions):
+            run_session(store, sessions[index], log_path, http)
+            store.grow_to(size)
+    progress(f"{store.engine} at {size:,}: {len(sessions)} server sessions, floor measured", clock)
     result: dict[str, Any] = {
         "size": size,
         "engine": store.engine,
