@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck check bench clean
+.PHONY: install run test lint typecheck check bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,13 @@ typecheck: $(VENV)/.dev
 
 check: lint typecheck test
 
-# A quick latency figure: 100-id batches over HTTP against gunicorn on a seeded store.
+# The benchmark (README "Performance"): HTTP against the in-process floor, 10k and 100k media.
+# `make bench SIZES=10000,100000 BENCH_ARGS="--million --out f.json"`; `make bench-smoke`: tiny.
 bench: $(VENV)/.runtime
-	$(BIN)/python bench/batch_latency.py
+	$(BIN)/python bench/harness.py $(if $(SIZES),--sizes $(SIZES)) $(BENCH_ARGS)
+
+bench-smoke: $(VENV)/.runtime
+	$(BIN)/python bench/harness.py --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info  # never ./var: that is data

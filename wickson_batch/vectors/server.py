@@ -17,12 +17,17 @@ T = TypeVar("T")
 # qdrant-client's in-process local mode, which makes the same client calls as against a
 # server; the test suite uses it as the stand-in for a server.
 MEMORY_URL = ":memory:"
+# The same local mode kept in a folder (`file:///abs/dir`), so that a seeded store can be
+# served by another process; the benchmark compares it with the embedded engine.
+LOCAL_PATH_PREFIX = "file://"
 
 
 def connect(url: str, api_key: str | None = None, timeout: int = 10) -> QdrantClient:
-    """Return a client for QDRANT_URL (`:memory:` selects the in-process local mode)."""
+    """Return a client for QDRANT_URL (`:memory:` or `file:///dir` select the local mode)."""
     if url == MEMORY_URL:
         return QdrantClient(location=MEMORY_URL)
+    if url.startswith(LOCAL_PATH_PREFIX):
+        return QdrantClient(path=url[len(LOCAL_PATH_PREFIX) :])
     return QdrantClient(url=url, api_key=api_key, timeout=timeout)
 
 
