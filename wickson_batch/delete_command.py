@@ -302,7 +302,7 @@ def _run(
 
         def waiting(seconds: float, why: str) -> None:
             if bar is not None:
-                bar.label = f"waiting {seconds:.0f} s ({why[:40]})"
+                bar.label = f"waiting {seconds:.0f} s ({why.split(':')[0]})"
                 bar.render_progress()
 
         try:
