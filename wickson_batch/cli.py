@@ -1,4 +1,4 @@
-"""The `wickson-batch` console script: keys, seed, reconcile, check."""
+"""The `wickson-batch` console script: keys, seed, reconcile, check, delete."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 
 from .config import Config, ConfigError, load_settings
 from .db import Database
+from .delete_command import delete
 from .logging import configure_logging
 from .models import iso_utc
 from .services import cleanup, keys
@@ -56,7 +57,10 @@ def _stores() -> Iterator[Stores]:
 
 @click.group()
 def main() -> None:
-    """Operate wickson-batch: API keys, demo data, reconciliation."""
+    """Operate wickson-batch: API keys, demo data, reconciliation, deletion through the API."""
+
+
+main.add_command(delete)
 
 
 @main.command()

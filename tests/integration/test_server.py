@@ -36,6 +36,7 @@ class Server:
     url: str
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None  # set: the server's stderr (its JSON log) goes to this file
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -48,19 +49,26 @@ class Server:
         )
 
     def start(self) -> None:
+        log = self.log_path.open("ab") if self.log_path else None
         self.process = subprocess.Popen(
             [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log or subprocess.PIPE,
             start_new_session=True,  # its own process group, so a kill reaches the workers too
         )
+        if log:
+            log.close()  # the child holds its own copy
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(
-                    self.process.stderr.read().decode() if self.process.stderr else ""
+                    self.process.stderr.read().decode()
+                    if self.process.stderr
+                    else self.log_path.read_text()
+                    if self.log_path
+                    else ""
                 )
             try:
                 if self.request("GET", "/readyz")[0] == 200:

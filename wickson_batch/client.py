@@ -1,0 +1,411 @@
+"""A client for the batch-deletion API: chunks ids, retries safely, merges the answers.
+
+Every batch carries its own `Idempotency-Key`, reused on every retry of that batch, so a
+retry after a lost answer replays what the server decided instead of deleting again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .api.schemas import MEDIA_ID_RULE, is_media_id
+
+DEFAULT_BATCH_SIZE = 100  # the server's MAX_BATCH_SIZE unless it was configured otherwise
+BATCH_PATH = "/v1/media/batch"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
+BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+
+# Failures worth another attempt: the request may not have arrived, or its answer was lost.
+# Other transport errors (a bad URL scheme, a proxy refusing) would fail the same way again.
+RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One request: its ids, its reason, and the Idempotency-Key every attempt carries."""
+
+    media_ids: tuple[str, ...]
+    reason: str | None
+    idempotency_key: str
+
+    @classmethod
+    def new(cls, media_ids: Iterable[str], reason: str | None) -> Batch:
+        """Return a batch with a fresh random key."""
+        return cls(tuple(media_ids), reason, str(uuid.uuid4()))
+
+    def body(self) -> dict[str, Any]:
+        """Return the request body; the same every time, as the key requires."""
+        return {"media_ids": list(self.media_ids), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the server answered for one batch."""
+
+    batch: Batch
+    deleted: tuple[str, ...]
+    failed: dict[str, str]
+    hd_vectors: int
+    ld_vectors: int
+    operation_id: str
+    cleanup_pending: tuple[str, ...]
+    replayed: bool  # the server replayed an earlier answer to this key
+    attempts: int  # requests that failed before the one that answered (429s not counted)
+    rate_limit_waits: int
+    waited_seconds: float
+
+
+@dataclass
+class DeleteResult:
+    """The merged outcome of every batch answered so far."""
+
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    hd_vectors: int = 0
+    ld_vectors: int = 0
+    operation_ids: list[str] = field(default_factory=list)
+    cleanup_pending: list[str] = field(default_factory=list)
+    batches: int = 0
+    replayed_batches: int = 0
+    retries: int = 0
+    rate_limit_waits: int = 0
+    waited_seconds: float = 0.0
+
+    def add(self, result: BatchResult) -> None:
+        """Merge one batch's answer."""
+        self.deleted.extend(result.deleted)
+        self.failed.update(result.failed)
+        self.hd_vectors += result.hd_vectors
+        self.ld_vectors += result.ld_vectors
+        self.operation_ids.append(result.operation_id)
+        self.cleanup_pending.extend(result.cleanup_pending)
+        self.batches += 1
+        self.replayed_batches += int(result.replayed)
+        self.retries += result.attempts
+        self.rate_limit_waits += result.rate_limit_waits
+        self.waited_seconds += result.waited_seconds
+
+
+class WicksonError(Exception):
+    """The client stopped; `result` holds what was done before, `batch` the one it stopped on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.result = DeleteResult()
+        self.batch: Batch | None = None
+        self.remaining: list[Batch] = []  # batches never answered, the stopped one first
+
+
+class ApiError(WicksonError):
+    """The server refused the request in its error envelope; retrying cannot change that."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.server_message = message
+        self.details = details or {}
+
+    @property
+    def request_id(self) -> str | None:
+        """The id to quote when reporting this error."""
+        value = self.details.get("request_id")
+        return value if isinstance(value, str) else None
+
+
+class RetriesExhausted(WicksonError):
+    """A batch kept failing (network errors, 5xx, 409 in use, or 429s past the cap)."""
+
+    def __init__(self, attempts: int, last_error: str) -> None:
+        super().__init__(f"gave up after {attempts} attempts: {last_error}")
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class ProtocolError(WicksonError):
+    """The server answered something that is not the documented response."""
+
+
+def plan_batches(
+    media_ids: Iterable[str], reason: str | None, batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[Batch]:
+    """Dedupe ids (first occurrence kept), check them, and split them into keyed batches."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    unique = list(dict.fromkeys(media_ids))
+    for media_id in unique:
+        if not isinstance(media_id, str) or not is_media_id(media_id):
+            raise ValueError(f"{media_id!r} is not a valid media id: ids are {MEDIA_ID_RULE}")
+    return [
+        Batch.new(unique[start : start + batch_size], reason)
+        for start in range(0, len(unique), batch_size)
+    ]
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Return the seconds a Retry-After header asks for (delta or HTTP date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+SendHook = Callable[[Batch], None]
+BatchHook = Callable[[BatchResult], None]
+WaitHook = Callable[[float, str], None]
+
+
+class WicksonClient:
+    """Delete any number of media through the batch API, retrying only what is safe to."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 20.0,
+        max_rate_limit_waits: int | None = 100,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        random_fraction: Callable[[], float] = random.random,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_rate_limit_waits = max_rate_limit_waits
+        self.batch_size = batch_size
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random_fraction
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"X-Api-Key": api_key, "User-Agent": "wickson-batch-client"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> WicksonClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def plan(self, media_ids: Iterable[str], reason: str | None = None) -> list[Batch]:
+        """Split ids into this client's batches, each with a fresh Idempotency-Key."""
+        return plan_batches(media_ids, reason, self.batch_size)
+
+    def delete_media(
+        self,
+        media_ids: Iterable[str],
+        reason: str | None = None,
+        *,
+        on_send: SendHook | None = None,
+        on_batch: BatchHook | None = None,
+        on_wait: WaitHook | None = None,
+    ) -> DeleteResult:
+        """Delete every id, batch by batch, and return the merged result.
+
+        `on_send` runs before a batch's first attempt, `on_batch` after its answer, `on_wait`
+        before every sleep (seconds, why). On an error that stops the run, the exception's
+        `result` holds the batches answered until then.
+        """
+        return self.delete_batches(
+            self.plan(media_ids, reason), on_send=on_send, on_batch=on_batch, on_wait=on_wait
+        )
+
+    def delete_batches(
+        self,
+        batches: Sequence[Batch],
+        *,
+        on_send: SendHook | None = None,
+        on_batch: BatchHook | None = None,
+        on_wait: WaitHook | None = None,
+    ) -> DeleteResult:
+        """Send prepared batches in order (keys kept, e.g. to finish an interrupted run)."""
+        result = DeleteResult()
+        queue = deque(batches)
+        while queue:
+            batch = queue[0]
+            if on_send:
+                on_send(batch)
+            try:
+                answer = self.delete_batch(batch, on_wait=on_wait)
+            except ApiError as error:
+                smaller = _smaller_batch_size(error, len(batch.media_ids))
+                if smaller is None:
+                    raise _stopped(error, result, queue) from None
+                # The server takes fewer ids than we sent, and a 400 changed nothing:
+                # re-split what is left at its size, with new keys.
+                self.batch_size = smaller
+                queue = deque(
+                    part
+                    for queued in queue
+                    for part in plan_batches(queued.media_ids, queued.reason, smaller)
+                )
+                continue
+            except WicksonError as error:
+                raise _stopped(error, result, queue) from None
+            queue.popleft()
+            result.add(answer)
+            if on_batch:
+                on_batch(answer)
+        return result
+
+    def delete_batch(self, batch: Batch, *, on_wait: WaitHook | None = None) -> BatchResult:
+        """Send one batch until it is answered; raise when it cannot be."""
+        failures = 0
+        waits = 0
+        waited = 0.0
+        while True:
+            delay: float | None = None
+            try:
+                response = self._http.request(
+                    "DELETE",
+                    BATCH_PATH,
+                    json=batch.body(),
+                    headers={IDEMPOTENCY_KEY_HEADER: batch.idempotency_key},
+                )
+            except RETRYABLE_TRANSPORT_ERRORS as error:
+                problem = f"{type(error).__name__}: {error}"
+            except httpx.HTTPError as error:
+                raise WicksonError(f"request failed: {type(error).__name__}: {error}") from error
+            else:
+                if response.status_code == 200:
+                    return _batch_result(batch, response, failures, waits, waited)
+                refusal = _api_error(response)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if response.status_code == 429:
+                    # The limit is not a failure: wait as told and send the same batch again.
+                    waits += 1
+                    if self.max_rate_limit_waits is not None and waits > self.max_rate_limit_waits:
+                        raise RetriesExhausted(failures + waits, str(refusal))
+                    delay = retry_after if retry_after is not None else self._backoff(waits)
+                    why = f"rate limited: {refusal.server_message}"
+                    waited += self._wait(delay, why, on_wait)
+                    continue
+                if not (response.status_code >= 500 or refusal.code == IDEMPOTENCY_KEY_IN_USE):
+                    raise refusal
+                problem, delay = str(refusal), retry_after
+            failures += 1
+            if failures > self.max_retries:
+                raise RetriesExhausted(failures, problem)
+            if delay is None:
+                delay = self._backoff(failures)
+            waited += self._wait(delay, f"retrying: {problem}", on_wait)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(n-1))]."""
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
+        return float(self._random() * ceiling)
+
+    def _wait(self, seconds: float, why: str, on_wait: WaitHook | None) -> float:
+        if on_wait:
+            on_wait(seconds, why)
+        started = self._clock()
+        self._sleep(seconds)
+        return self._clock() - started
+
+
+def _stopped(error: WicksonError, result: DeleteResult, queue: deque[Batch]) -> WicksonError:
+    error.result = result
+    error.batch = queue[0] if queue else None
+    error.remaining = list(queue)
+    return error
+
+
+def _smaller_batch_size(error: ApiError, sent: int) -> int | None:
+    if error.code != BATCH_TOO_LARGE:
+        return None
+    limit = error.details.get("max_batch_size")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < sent:
+        return limit
+    return None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    body = _json(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        details = error.get("details")
+        return ApiError(
+            response.status_code,
+            error["code"],
+            str(body.get("message", "")),
+            details if isinstance(details, dict) else None,
+        )
+    # Not our envelope: a proxy or load balancer answered.
+    text = response.text[:200].strip() or response.reason_phrase
+    return ApiError(response.status_code, f"HTTP_{response.status_code}", text)
+
+
+def _batch_result(
+    batch: Batch, response: httpx.Response, failures: int, waits: int, waited: float
+) -> BatchResult:
+    body = _json(response)
+    try:
+        data = body["data"]
+        deleted, failed = data["deleted"], data["failed"]
+        result = BatchResult(
+            batch=batch,
+            deleted=tuple(str(i) for i in deleted["media_ids"]),
+            failed={str(k): str(v) for k, v in failed["reasons"].items()},
+            hd_vectors=int(deleted["hd_vectors"]),
+            ld_vectors=int(deleted["ld_vectors"]),
+            operation_id=str(body["metadata"]["operation_id"]),
+            cleanup_pending=tuple(str(i) for i in deleted.get("cleanup_pending", [])),
+            replayed=response.headers.get(REPLAYED_HEADER) == "true",
+            attempts=failures,
+            rate_limit_waits=waits,
+            waited_seconds=waited,
+        )
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise ProtocolError(
+            f"unexpected answer to a batch (status {response.status_code}): {error!r}"
+        ) from None
+    unanswered = set(batch.media_ids) - set(result.deleted) - set(result.failed)
+    if unanswered:
+        raise ProtocolError(f"the answer leaves out {len(unanswered)} of the batch's ids")
+    return result

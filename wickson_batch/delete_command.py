@@ -1,0 +1,314 @@
+"""`wickson-batch delete`: delete ids from a file through the API, with a resumable report.
+
+The report is JSON lines, appended and flushed batch by batch:
+
+- before a batch is first sent, one line `{"status": "sending", "batch": {"idempotency_key",
+  "media_ids", "reason"}}` records the exact request;
+- after its answer, one line per id: `{"media_id", "status": "deleted"|"failed", "reason"?,
+  "operation_id"}`.
+
+`--resume` skips every id that has an outcome line. A batch with a `sending` line and no
+outcome is in doubt: the run stopped while it was on its way, and the server may have
+deleted those ids. It is sent again exactly as before, with the same key, so the server
+replays what it decided (for 24 hours) instead of answering NOT_FOUND for ids it deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from .api.schemas import MEDIA_ID_RULE, is_media_id
+from .client import (
+    DEFAULT_BATCH_SIZE,
+    Batch,
+    BatchResult,
+    DeleteResult,
+    WicksonClient,
+    WicksonError,
+)
+
+SENDING = "sending"
+EXIT_FAILED_IDS = 1  # the run finished, some ids failed
+EXIT_STOPPED = 3  # the run stopped before every id was answered: rerun with --resume
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+
+def parse_ids(text: str) -> list[str]:
+    """Return the ids of a file: a JSON array of strings, or one id a line (blanks ignored)."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a valid JSON array: {error}") from None
+        if not isinstance(value, list):
+            raise ValueError("not a JSON array")
+        ids: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not is_media_id(item):
+                raise ValueError(
+                    f"item {index} ({json.dumps(item)[:60]}) is not a media id: "
+                    f"ids are {MEDIA_ID_RULE}"
+                )
+            ids.append(item)
+        return ids
+    ids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        media_id = line.strip()
+        if not media_id:
+            continue
+        if not is_media_id(media_id):
+            raise ValueError(
+                f"line {number} ({media_id[:60]!r}) is not a media id: ids are {MEDIA_ID_RULE}"
+            )
+        ids.append(media_id)
+    return ids
+
+
+@dataclass
+class ReportState:
+    """What an earlier run's report says: outcomes by id and the batches left in doubt."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+    in_doubt: list[Batch] = field(default_factory=list)
+
+
+def read_report(path: Path) -> ReportState:
+    """Read a report; drop a last line cut short by a kill (it is rewritten by this run)."""
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if len(complete) != len(raw):
+        with path.open("r+b") as handle:
+            handle.truncate(len(complete))
+    state = ReportState()
+    sent: list[Batch] = []
+    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if entry["status"] == SENDING:
+                batch = entry["batch"]
+                sent.append(
+                    Batch(tuple(batch["media_ids"]), batch["reason"], batch["idempotency_key"])
+                )
+            else:
+                state.outcomes[str(entry["media_id"])] = str(entry["status"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path}: line {number} is not a report line") from None
+    # Newest first: a later sending line for an id supersedes an earlier one (the client
+    # re-splits batches the server found too large, and a 400 changed nothing).
+    claimed: set[str] = set()
+    for batch in reversed(sent):
+        ids = set(batch.media_ids)
+        if not ids & (claimed | state.outcomes.keys()):
+            state.in_doubt.insert(0, batch)
+        claimed |= ids
+    return state
+
+
+class Report:
+    """An append-only JSON-lines report; each batch is one write, flushed at once."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else None
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        if self._fd is None or not entries:
+            return
+        # One write call per batch: a kill leaves whole batches, or at most a torn last line.
+        os.write(self._fd, "".join(json.dumps(e) + "\n" for e in entries).encode())
+
+    def sending(self, batch: Batch) -> None:
+        """Record a batch before it is first sent."""
+        body = {"idempotency_key": batch.idempotency_key, **batch.body()}
+        self._write([{"status": SENDING, "batch": body}])
+
+    def answered(self, result: BatchResult) -> None:
+        """Record one outcome line per id of an answered batch, in request order."""
+        entries: list[dict[str, Any]] = []
+        deleted = set(result.deleted)
+        for media_id in result.batch.media_ids:
+            if media_id in deleted:
+                entries.append(
+                    {"media_id": media_id, "status": "deleted", "operation_id": result.operation_id}
+                )
+            else:
+                entries.append(
+                    {
+                        "media_id": media_id,
+                        "status": "failed",
+                        "reason": result.failed[media_id],
+                        "operation_id": result.operation_id,
+                    }
+                )
+        self._write(entries)
+
+
+@contextmanager
+def progress(total: int) -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; otherwise nothing is drawn."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label="deleting", file=sys.stderr) as bar:
+        yield bar
+
+
+def summary(result: DeleteResult, skipped: int) -> str:
+    """The closing lines: counts, vectors, waits."""
+    lines = [
+        f"deleted {len(result.deleted)}, failed {len(result.failed)}, "
+        f"vectors hd {result.hd_vectors} ld {result.ld_vectors}, skipped {skipped}",
+        f"batches {result.batches} (replayed {result.replayed_batches}), "
+        f"rate-limit waits {result.rate_limit_waits}, retries {result.retries}, "
+        f"waited {result.waited_seconds:.1f} s",
+    ]
+    if result.cleanup_pending:
+        lines.append(f"vectors still queued for cleanup: {len(result.cleanup_pending)} media")
+    return "\n".join(lines)
+
+
+def failure_counts(result: DeleteResult) -> str:
+    """Failed ids counted by reason, e.g. `NOT_FOUND 2`."""
+    counts: dict[str, int] = {}
+    for reason in result.failed.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+
+
+@click.command()
+@click.option("--url", required=True, help="The service's base URL, e.g. http://127.0.0.1:8000.")
+@click.option(
+    "--api-key",
+    envvar="WICKSON_API_KEY",
+    show_envvar=True,
+    required=True,
+    help="A key with the media:delete scope.",
+)
+@click.option(
+    "--ids-file",
+    type=click.File("r", encoding="utf-8"),
+    required=True,
+    help="One id a line, or a JSON array of ids; - reads standard input.",
+)
+@click.option("--reason", default=None, help="Stored and logged with every batch.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append every id's outcome to this JSON-lines file, batch by batch.",
+)
+@click.option("--resume", is_flag=True, help="Skip ids the report already has an outcome for.")
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Ids per request (the server's MAX_BATCH_SIZE at most).",
+)
+def delete(
+    url: str,
+    api_key: str,
+    ids_file: IO[str],
+    reason: str | None,
+    report_path: Path | None,
+    resume: bool,
+    batch_size: int,
+) -> None:
+    """Delete the ids in a file through the API, 100 a request, waiting out rate limits."""
+    try:
+        ids = parse_ids(ids_file.read())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise click.BadParameter(str(error), param_hint="--ids-file") from None
+    if not ids:
+        raise click.BadParameter("no media ids in the input", param_hint="--ids-file")
+    state = _report_state(report_path, resume)
+    todo_ids = list(dict.fromkeys(i for i in ids if i not in state.outcomes))
+    skipped = len(dict.fromkeys(ids)) - len(todo_ids)
+    in_doubt_ids = {i for batch in state.in_doubt for i in batch.media_ids}
+
+    report = Report(report_path)
+    with WicksonClient(url, api_key, batch_size=batch_size) as client:
+        batches = state.in_doubt + client.plan(
+            [i for i in todo_ids if i not in in_doubt_ids], reason
+        )
+        total = sum(len(b.media_ids) for b in batches)
+        if state.in_doubt:
+            click.echo(
+                f"resending {len(state.in_doubt)} batch(es) the last run left in doubt, "
+                "with their original Idempotency-Keys",
+                err=True,
+            )
+        result, stopped = _run(client, batches, report, total)
+    report.close()
+    click.echo(summary(result, skipped))
+    if result.failed:
+        click.echo(f"failed: {failure_counts(result)}", err=True)
+    if stopped is not None:
+        left = total - len(result.deleted) - len(result.failed)
+        hint = " with --resume" if report_path else ""
+        why = "interrupted" if isinstance(stopped, KeyboardInterrupt) else stopped.message
+        click.echo(f"error: {why}", err=True)
+        click.echo(f"stopped with {left} id(s) not done; run again{hint} to finish", err=True)
+        sys.exit(EXIT_INTERRUPTED if isinstance(stopped, KeyboardInterrupt) else EXIT_STOPPED)
+    if result.failed:
+        sys.exit(EXIT_FAILED_IDS)
+
+
+def _report_state(path: Path | None, resume: bool) -> ReportState:
+    if resume and path is None:
+        raise click.UsageError("--resume needs --report: the report says what was done")
+    if path is None or not path.exists() or path.stat().st_size == 0:
+        return ReportState()
+    if not resume:
+        raise click.UsageError(
+            f"{path} already holds a report: pass --resume to continue it, or choose another file"
+        )
+    try:
+        return read_report(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise click.BadParameter(str(error), param_hint="--report") from None
+
+
+def _run(
+    client: WicksonClient, batches: list[Batch], report: Report, total: int
+) -> tuple[DeleteResult, WicksonError | KeyboardInterrupt | None]:
+    done = DeleteResult()  # merged here, batch by batch, so an interruption keeps it
+    with progress(total) as bar:
+
+        def answered(result: BatchResult) -> None:
+            report.answered(result)
+            done.add(result)
+            if bar is not None:
+                bar.label = "deleting"
+                bar.update(len(result.batch.media_ids))
+
+        def waiting(seconds: float, why: str) -> None:
+            if bar is not None:
+                bar.label = f"waiting {seconds:.0f} s ({why.split(':')[0]})"
+                bar.render_progress()
+
+        try:
+            client.delete_batches(
+                batches, on_send=report.sending, on_batch=answered, on_wait=waiting
+            )
+        except (WicksonError, KeyboardInterrupt) as error:
+            return done, error
+    return done, None
