@@ -33,6 +33,12 @@ SERVER_PASS_SKIPS = {
     "tests/integration/test_docs_browser.py": "renders /docs from a server on embedded stores",
     "tests/integration/test_vector_index.py": "tests the vector adapters alone, no SQL",
     "tests/integration/test_workers.py": "runs its own gunicorn on PostgreSQL and Redis",
+    "tests/integration/test_client.py": "runs gunicorn on the embedded stores, reads SQLite",
+    "tests/integration/test_observability.py": "runs gunicorn on the embedded stores",
+    "tests/integration/test_bench_smoke.py": "benchmarks the embedded stores",
+    "tests/integration/test_deletion_state_machine.py": "builds its own SQLite and qdrant-edge",
+    "tests/integration/test_concurrency.py::test_overlapping_batches_from_processes_"
+    "delete_each_id_once": "runs gunicorn on the embedded stores",
     "tests/api/test_auth_and_limits.py::test_the_secret_never_reaches_the_database_files": (
         "reads the SQLite files"
     ),
