@@ -11,10 +11,15 @@ from typing import Any
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # An embedded vector store belongs to one process: one worker with threads. With a Qdrant
-# server and a server database, several workers share the load.
-_shared_stores = bool(os.environ.get("QDRANT_URL")) and not os.environ.get(
-    "DATABASE_URL", "sqlite"
-).startswith("sqlite")
+# server and a server database, several workers share the load. (qdrant-client's local mode,
+# `:memory:` or `file:///dir`, is in-process like the embedded engine.)
+_qdrant_url = os.environ.get("QDRANT_URL") or ""
+_shared_stores = (
+    bool(_qdrant_url)
+    and _qdrant_url != ":memory:"
+    and not _qdrant_url.startswith("file://")
+    and not (os.environ.get("DATABASE_URL") or "sqlite").startswith("sqlite")
+)
 workers = int(os.environ.get("WEB_CONCURRENCY", "4")) if _shared_stores else 1
 threads = int(os.environ.get("THREADS", "8"))
 worker_class = "gthread"

@@ -25,6 +25,8 @@ BATCH_PATH = "/v1/media/batch"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
+# The longest wait a Retry-After header is obeyed for.
+MAX_RETRY_AFTER = 86_400.0
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 
 # Failures worth another attempt: the request may not have arrived, or its answer was lost.
@@ -158,21 +160,24 @@ def plan_batches(
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Return the seconds a Retry-After header asks for (delta or HTTP date), or None."""
+    """Return the seconds a Retry-After header asks for (delta or HTTP date), or None.
+
+    Only what HTTP allows is taken (whole seconds, or a date), at most a day: a header such
+    as `inf` or `1e400` is ignored rather than put to sleep for ever.
+    """
     if value is None:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 SendHook = Callable[[Batch], None]
@@ -193,6 +198,7 @@ class WicksonClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 20.0,
         max_rate_limit_waits: int | None = 100,
+        in_use_timeout: float = 120.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -205,6 +211,7 @@ class WicksonClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_rate_limit_waits = max_rate_limit_waits
+        self.in_use_timeout = in_use_timeout
         self.batch_size = batch_size
         self._sleep = sleep
         self._clock = clock
@@ -292,6 +299,8 @@ class WicksonClient:
         failures = 0
         waits = 0
         waited = 0.0
+        in_use_waited = 0.0
+        in_use_polls = 0
         while True:
             delay: float | None = None
             try:
@@ -319,7 +328,19 @@ class WicksonClient:
                     why = f"rate limited: {refusal.server_message}"
                     waited += self._wait(delay, why, on_wait)
                     continue
-                if not (response.status_code >= 500 or refusal.code == IDEMPOTENCY_KEY_IN_USE):
+                if refusal.code == IDEMPOTENCY_KEY_IN_USE:
+                    # The first send of this batch is still at work, or its server died after
+                    # deciding it (the server then answers 409 until the operation is older
+                    # than its RECONCILE_GRACE_SECONDS, 60 by default): poll as told, for up
+                    # to `in_use_timeout` seconds, and get the decided answer replayed.
+                    if in_use_waited >= self.in_use_timeout:
+                        raise RetriesExhausted(failures + in_use_polls + 1, str(refusal))
+                    in_use_polls += 1
+                    delay = retry_after if retry_after is not None else 1.0
+                    waited += self._wait(delay, f"retrying: {refusal.server_message}", on_wait)
+                    in_use_waited += delay
+                    continue
+                if response.status_code < 500:
                     raise refusal
                 problem, delay = str(refusal), retry_after
             failures += 1

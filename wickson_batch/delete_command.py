@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+import httpx
 
 from .api.schemas import MEDIA_ID_RULE, is_media_id
 from .client import (
     DEFAULT_BATCH_SIZE,
+    ApiError,
     Batch,
     BatchResult,
     DeleteResult,
@@ -37,6 +39,7 @@ from .client import (
 )
 
 SENDING = "sending"
+REFUSED = "refused"  # the server answered a batch with a final 4xx: it changed nothing
 EXIT_FAILED_IDS = 1  # the run finished, some ids failed
 EXIT_STOPPED = 3  # the run stopped before every id was answered: rerun with --resume
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
@@ -83,7 +86,7 @@ class ReportState:
 
 
 def read_report(path: Path) -> ReportState:
-    """Read a report; drop a last line cut short by a kill (it is rewritten by this run)."""
+    """Read a report; drop a last line cut short by a kill (its batch is then in doubt)."""
     raw = path.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
     if len(complete) != len(raw):
@@ -91,12 +94,15 @@ def read_report(path: Path) -> ReportState:
             handle.truncate(len(complete))
     state = ReportState()
     sent: list[Batch] = []
+    refused: set[str] = set()
     for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-            if entry["status"] == SENDING:
+            if entry["status"] == REFUSED:
+                refused.add(str(entry["idempotency_key"]))
+            elif entry["status"] == SENDING:
                 batch = entry["batch"]
                 sent.append(
                     Batch(tuple(batch["media_ids"]), batch["reason"], batch["idempotency_key"])
@@ -106,21 +112,28 @@ def read_report(path: Path) -> ReportState:
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{path}: line {number} is not a report line") from None
     # Newest first: a later sending line for an id supersedes an earlier one (the client
-    # re-splits batches the server found too large, and a 400 changed nothing).
+    # re-splits batches the server found too large, and a 400 changed nothing). A batch is
+    # in doubt while any of its ids lacks an outcome: a kill can cut its outcome lines short.
     claimed: set[str] = set()
     for batch in reversed(sent):
         ids = set(batch.media_ids)
-        if not ids & (claimed | state.outcomes.keys()):
+        unanswered = ids - state.outcomes.keys()
+        if batch.idempotency_key not in refused and unanswered and not ids & claimed:
             state.in_doubt.insert(0, batch)
         claimed |= ids
     return state
 
 
 class Report:
-    """An append-only JSON-lines report; each batch is one write, flushed at once."""
+    """An append-only JSON-lines report; each batch is one write, flushed at once.
 
-    def __init__(self, path: Path | None) -> None:
+    An id already in the report (`known`: a batch whose outcome lines a kill cut short,
+    resent and replayed) gets no second outcome line.
+    """
+
+    def __init__(self, path: Path | None, known: set[str] | None = None) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else None
+        self._known = set(known or ())
 
     def close(self) -> None:
         """Close the file."""
@@ -131,19 +144,28 @@ class Report:
     def _write(self, entries: list[dict[str, Any]]) -> None:
         if self._fd is None or not entries:
             return
-        # One write call per batch: a kill leaves whole batches, or at most a torn last line.
-        os.write(self._fd, "".join(json.dumps(e) + "\n" for e in entries).encode())
+        # One write per batch: a kill leaves whole batches, or at most a torn last line.
+        data = memoryview("".join(json.dumps(e) + "\n" for e in entries).encode())
+        while data:  # a write may be cut short (a full disk raises on the next one)
+            data = data[os.write(self._fd, data) :]
 
     def sending(self, batch: Batch) -> None:
         """Record a batch before it is first sent."""
         body = {"idempotency_key": batch.idempotency_key, **batch.body()}
         self._write([{"status": SENDING, "batch": body}])
 
+    def refused(self, batch: Batch, error: ApiError) -> None:
+        """Record that the server refused a batch (4xx): it is not in doubt."""
+        line = {"status": REFUSED, "idempotency_key": batch.idempotency_key, "code": error.code}
+        self._write([line])
+
     def answered(self, result: BatchResult) -> None:
         """Record one outcome line per id of an answered batch, in request order."""
         entries: list[dict[str, Any]] = []
         deleted = set(result.deleted)
         for media_id in result.batch.media_ids:
+            if media_id in self._known:
+                continue
             if media_id in deleted:
                 entries.append(
                     {"media_id": media_id, "status": "deleted", "operation_id": result.operation_id}
@@ -244,8 +266,12 @@ def delete(
     skipped = len(dict.fromkeys(ids)) - len(todo_ids)
     in_doubt_ids = {i for batch in state.in_doubt for i in batch.media_ids}
 
-    report = Report(report_path)
-    with WicksonClient(url, api_key, batch_size=batch_size) as client:
+    try:
+        client = WicksonClient(url, api_key, batch_size=batch_size)
+    except httpx.InvalidURL as error:
+        raise click.BadParameter(str(error), param_hint="--url") from None
+    report = Report(report_path, set(state.outcomes))
+    with client:
         batches = state.in_doubt + client.plan(
             [i for i in todo_ids if i not in in_doubt_ids], reason
         )
@@ -256,8 +282,10 @@ def delete(
                 "with their original Idempotency-Keys",
                 err=True,
             )
-        result, stopped = _run(client, batches, report, total)
-    report.close()
+        try:
+            result, stopped = _run(client, batches, report, total)
+        finally:
+            report.close()
     click.echo(summary(result, skipped))
     if result.failed:
         click.echo(f"failed: {failure_counts(result)}", err=True)
@@ -310,5 +338,7 @@ def _run(
                 batches, on_send=report.sending, on_batch=answered, on_wait=waiting
             )
         except (WicksonError, KeyboardInterrupt) as error:
+            if isinstance(error, ApiError) and error.batch is not None:
+                report.refused(error.batch, error)
             return done, error
     return done, None

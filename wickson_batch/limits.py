@@ -28,8 +28,11 @@ def rate_limit_for_request() -> str:
 
 def _tidy_retry_after(response: Response) -> Response:
     # flask-limiter sets Retry-After on every limited response and it can reach 0 at a
-    # window's edge: keep it only on 429s, and never below one second there.
-    if response.status_code != 429:
+    # window's edge: keep it only on 429s, and never below one second there. A 409 (the
+    # Idempotency-Key's first request is still running) asks for a retry in one second.
+    if response.status_code == 409:
+        response.headers[RETRY_AFTER] = "1"
+    elif response.status_code != 429:
         response.headers.pop(RETRY_AFTER, None)
     else:
         try:

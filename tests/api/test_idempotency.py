@@ -150,6 +150,7 @@ def test_a_retry_while_the_first_is_running_is_in_use_then_replays(
             "second to get its answer",
         )
         assert details == {"header": "Idempotency-Key"}
+        assert during.headers["Retry-After"] == "1"
     finally:
         blocking.release.set()
         first.join(timeout=30)

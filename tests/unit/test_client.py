@@ -240,6 +240,35 @@ def test_a_key_still_in_use_is_retried_later(server: FakeServer, sleeps: list[fl
     assert result.deleted == ["vec-1"]
 
 
+def test_a_key_in_use_is_polled_past_the_retry_budget_then_given_up(
+    server: FakeServer, sleeps: list[float]
+) -> None:
+    """A server restarted after deciding a batch answers 409 until its grace ends (60 s):
+    the client polls every Retry-After (1 s) for up to in_use_timeout, not max_retries."""
+    in_use = envelope(409, "IDEMPOTENCY_KEY_IN_USE", "still being processed")
+    in_use.headers["Retry-After"] = "1"
+    server.live = {"vec-1"}
+    server.script = [in_use] * 30
+
+    result = make_client(server, sleeps).delete_media(["vec-1"])
+
+    assert result.deleted == ["vec-1"]
+    assert sleeps == [1.0] * 30
+    assert len(set(server.keys())) == 1
+
+    server.live = {"vec-2"}
+    server.script = [in_use] * 200
+    sleeps.clear()
+    with pytest.raises(RetriesExhausted) as raised:
+        make_client(server, sleeps).delete_media(["vec-2"])
+
+    assert sleeps == [1.0] * 120  # in_use_timeout: 120 s
+    assert str(raised.value) == (
+        "gave up after 121 attempts: 409 IDEMPOTENCY_KEY_IN_USE: still being processed"
+    )
+    assert [batch.media_ids for batch in raised.value.remaining] == [("vec-2",)]
+
+
 def test_a_lost_answer_is_replayed_not_deleted_twice(
     server: FakeServer, sleeps: list[float]
 ) -> None:
@@ -380,3 +409,12 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("Wed, 25 Nov 2026 09:00:00 GMT", now) == 0.0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+def test_retry_after_outside_http_is_ignored_and_long_waits_are_capped() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    assert [parse_retry_after(v, now) for v in ("inf", "nan", "1e400", "-5", "2.5")] == [None] * 5
+    assert parse_retry_after("999999999", now) == 86_400.0
+    assert parse_retry_after("Fri, 25 Dec 2026 10:00:00 GMT", now) == 86_400.0

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from wickson_batch.cli import main
-from wickson_batch.delete_command import parse_ids, read_report
+from wickson_batch.client import Batch, BatchResult
+from wickson_batch.delete_command import Report, parse_ids, read_report
 
 # Nothing listens here: every test below must stop before the first request.
 UNUSED_URL = "http://127.0.0.1:9"
@@ -158,6 +159,45 @@ def test_a_batch_resent_smaller_supersedes_the_refused_one(tmp_path: Path) -> No
     state = read_report(report)
 
     assert [b.idempotency_key for b in state.in_doubt] == ["small"]
+
+
+def test_a_batch_the_server_refused_is_not_in_doubt(tmp_path: Path) -> None:
+    report = tmp_path / "out.jsonl"
+    refused = {"status": "refused", "idempotency_key": "k1", "code": "INVALID_REQUEST"}
+    report.write_text(sending("k1", ["vec-1"], "x" * 600) + json.dumps(refused) + "\n")
+
+    state = read_report(report)
+
+    assert state.in_doubt == []
+    assert state.outcomes == {}
+
+
+def test_a_batch_whose_outcome_lines_were_cut_short_is_in_doubt(tmp_path: Path) -> None:
+    report = tmp_path / "out.jsonl"
+    report.write_text(sending("k1", ["vec-1", "vec-2", "vec-3"]) + outcome("vec-1"))
+
+    state = read_report(report)
+
+    assert [(b.idempotency_key, b.media_ids) for b in state.in_doubt] == [
+        ("k1", ("vec-1", "vec-2", "vec-3"))
+    ]
+
+
+def test_a_replayed_batch_writes_no_second_outcome_for_an_id(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    report = Report(path, known={"vec-1"})
+    batch = Batch(("vec-1", "vec-2"), None, "k1")
+    report.answered(BatchResult(batch, ("vec-1", "vec-2"), {}, 2, 2, "op", (), True, 0, 0, 0.0))
+    report.close()
+
+    assert [json.loads(line)["media_id"] for line in path.read_text().splitlines()] == ["vec-2"]
+
+
+def test_a_malformed_url_is_a_usage_error() -> None:
+    code, output = run("--url", "http://[::1", "--api-key", "k", "--ids-file", "-", input="vec-1\n")
+
+    assert code == 2, output
+    assert "Error: Invalid value for --url: Invalid port: ':1'" in output
 
 
 def test_a_report_line_that_is_not_json_is_refused(tmp_path: Path) -> None:

@@ -89,6 +89,26 @@ def test_gunicorn_runs_several_workers_in_this_topology(monkeypatch: pytest.Monk
     assert conf["logconfig_dict"]["handlers"]["structured"]["fmt"] == "json"
 
 
+@pytest.mark.parametrize(
+    ("qdrant_url", "database_url", "workers"),
+    [
+        ("http://qdrant:6333", "postgresql+psycopg://u@db/w", 4),
+        ("", "postgresql+psycopg://u@db/w", 1),  # embedded qdrant-edge
+        ("http://qdrant:6333", "", 1),  # SQLite
+        (":memory:", "postgresql+psycopg://u@db/w", 1),  # qdrant-client local mode
+        ("file:///srv/qdrant", "postgresql+psycopg://u@db/w", 1),
+    ],
+)
+def test_only_shared_stores_get_several_workers(
+    monkeypatch: pytest.MonkeyPatch, qdrant_url: str, database_url: str, workers: int
+) -> None:
+    monkeypatch.setenv("QDRANT_URL", qdrant_url)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"] == workers
+
+
 def test_the_dockerfile_builds_what_compose_and_gunicorn_expect() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()

@@ -62,7 +62,7 @@ def _response(description: str, schema: str, *, limited: bool, status: int = 200
     headers: dict[str, Any] = dict(_COMMON_HEADERS)
     if limited:
         headers.update(_LIMIT_HEADERS)
-    if status == 429:
+    if status in (409, 429):
         headers["Retry-After"] = {"description": "Seconds to wait, at least 1", **_INT_HEADER}
     return {
         "description": description,
