@@ -637,11 +637,12 @@ def table(results: list[dict[str, Any]]) -> str:
         for s in ("1", "10", "100"):
             lat, floor = r["latency_ms"][s], r["floor_ms"][s]
             service = r["service_ms"].get(s)
+            service_p50 = f"{service['p50']:.1f}" if service else "-"
             lines.append(
                 f"{r['engine']:<12} {r['size']:>9,} {s:>5} | {lat['p50']:>8.1f} {lat['p90']:>6.1f}"
                 f" {lat['p99']:>6.1f} | {floor['total']['p50']:>9.1f} ({floor['sql']['p50']:>4.1f}"
                 f" + {floor['vectors']['p50']:>4.1f}) | {r['ratio_http_to_floor_p50'][s]:>4.2f}x"
-                f" | {service['p50'] if service else '-':>6}"
+                f" | {service_p50:>6}"
             )
     lines += [
         "",
