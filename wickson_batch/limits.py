@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import time
+from typing import cast
+
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter
+from limits.storage import RedisStorage
+from redis import Redis
 
 from .auth import quiet_principal
 
 RETRY_AFTER = "Retry-After"
+
+
+class PreciseRedisStorage(RedisStorage):
+    """Redis rate-limit storage that reads a window's end to the millisecond.
+
+    limits' own reads it with TTL, in whole seconds rounded, so `X-RateLimit-Reset` (and
+    `Retry-After`) could move by a second between two requests of one window. Registered
+    for the Redis schemes in limits' storage registry, the library's way to customise a
+    backend: `RATELIMIT_STORAGE_URI=redis://...` gets this class.
+    """
+
+    STORAGE_SCHEME = ["redis", "rediss", "redis+unix"]
+
+    def get_expiry(self, key: str) -> float:
+        connection = cast(Redis, self.get_connection(True))  # the redis schemes: redis-py
+        milliseconds = int(connection.pttl(self.prefixed_key(key)))  # -2 gone, -1 no expiry
+        return max(milliseconds, 0) / 1000 + time.time()
 
 
 def rate_limit_key() -> str:

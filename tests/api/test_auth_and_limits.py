@@ -12,11 +12,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
+from tests import servers
 from tests.conftest import Caller, body, settings_for, stores_of, unknown_id, vector
 from wickson_batch import create_app
+from wickson_batch.limits import PreciseRedisStorage
 from wickson_batch.services import keys
 
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
@@ -288,6 +293,24 @@ def test_limited_routes_carry_the_rate_limit_headers(limited: Caller, mine: str)
     resets = {int(r.headers["X-RateLimit-Reset"]) for r in responses}
     assert len(resets) == 1
     assert started - 1 <= resets.pop() <= started + 61
+
+
+@pytest.mark.skipif(not servers.SERVER_PASS, reason="Redis: in the server pass")
+def test_on_redis_a_windows_end_does_not_move_between_requests() -> None:
+    # Read with TTL (whole seconds) it moved by up to a second: the test above saw two
+    # X-RateLimit-Reset values for three requests of one window.
+    storage = storage_from_string(servers.require().redis)
+    assert isinstance(storage, PreciseRedisStorage)
+    limiter, limit, bucket = FixedWindowRateLimiter(storage), parse("3/minute"), unknown_id()
+    assert limiter.hit(limit, bucket)
+
+    ends = []
+    for _ in range(4):
+        ends.append(limiter.get_window_stats(limit, bucket).reset_time)
+        time.sleep(0.3)
+
+    assert max(ends) - min(ends) < 0.05
+    assert time.time() + 58 < ends[0] <= time.time() + 60
 
 
 @pytest.mark.parametrize("route", ROUTE_SCOPES)
