@@ -346,6 +346,59 @@ def test_a_reason_that_is_not_a_string_is_invalid_request(
     assert_unchanged(app, before, alice, mine)
 
 
+# Text a database cannot store as sent: PostgreSQL refuses NUL, and no UTF-8 encoder takes a
+# lone surrogate. Both are valid JSON escapes; both were a 500 before they were refused here.
+UNSTORABLE_TEXT = [
+    pytest.param("a\\u0000b", "must not contain the NUL character (\\u0000)", id="nul"),
+    pytest.param(
+        "\\ud800x",
+        "must be Unicode text: it holds a lone surrogate (\\ud800-\\udfff)",
+        id="surrogate",
+    ),
+]
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["delete", "dry-run"])
+@pytest.mark.parametrize(("escaped", "problem"), UNSTORABLE_TEXT)
+def test_a_reason_a_database_cannot_store_is_invalid_request(
+    app: Flask,
+    alice: Caller,
+    mine: str,
+    before: Snapshot,
+    escaped: str,
+    problem: str,
+    dry_run: bool,
+) -> None:
+    text = f'{{"media_ids": ["{mine}"], "reason": "{escaped}"}}'
+
+    response = alice.client.delete(
+        BATCH + ("?dry_run=true" if dry_run else ""),
+        data=text,
+        content_type="application/json",
+        headers=alice.headers,
+    )
+
+    details = assert_error(response, 400, "INVALID_REQUEST", f"Invalid reason: {problem}")
+    assert details == {"field": "reason"}
+    assert_unchanged(app, before, alice, mine)
+
+
+@pytest.mark.parametrize(("escaped", "problem"), UNSTORABLE_TEXT)
+def test_a_title_a_database_cannot_store_is_invalid_request(
+    app: Flask, alice: Caller, mine: str, before: Snapshot, escaped: str, problem: str
+) -> None:
+    hd = json.dumps([vector(app.config["HD_DIM"], 3)])
+    text = f'{{"title": "{escaped}", "hd_vectors": {hd}}}'
+
+    response = alice.client.post(
+        CREATE, data=text, content_type="application/json", headers=alice.headers
+    )
+
+    details = assert_error(response, 400, "INVALID_REQUEST", f"Invalid title: {problem}")
+    assert details == {"field": "title"}
+    assert_unchanged(app, before, alice, mine)
+
+
 # --- PAYLOAD_TOO_LARGE ------------------------------------------------------------------
 
 

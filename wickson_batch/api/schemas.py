@@ -31,6 +31,28 @@ def _check_media_id(value: str) -> None:
         raise ValidationError(f"Media ids are {MEDIA_ID_RULE}")
 
 
+def _check_text(value: str) -> None:
+    """Refuse text that no database column can hold as sent (on every backend alike)."""
+    if "\x00" in value:
+        raise ValidationError("must not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "must be Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
+        ) from None
+
+
+def text_field(max_length: int, **kwargs: Any) -> fields.String:
+    """Optional free text of at most `max_length` characters, stored as sent."""
+    return fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=[validate.Length(max=max_length), _check_text],
+        **kwargs,
+    )
+
+
 def media_id_field(**kwargs: object) -> fields.String:
     """A media id: 1..128 characters from [A-Za-z0-9_.:-]."""
     return fields.String(
@@ -55,11 +77,8 @@ class BatchDeleteRequest(StrictSchema):
         validate=validate.Length(min=1, error="media_ids must not be empty"),
         metadata={"description": "Ids to delete; duplicates are removed, first kept"},
     )
-    reason = fields.String(
-        load_default=None,
-        allow_none=True,
-        validate=validate.Length(max=MAX_REASON),
-        metadata={"description": "Why; stored and logged with the operation"},
+    reason = text_field(
+        MAX_REASON, metadata={"description": "Why; stored and logged with the operation"}
     )
 
 
@@ -107,9 +126,7 @@ class Vectors(fields.List[list[float | None]]):
 
 
 class CreateMediaRequest(StrictSchema):
-    title = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=MAX_TITLE)
-    )
+    title = text_field(MAX_TITLE)
     metadata = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
     hd_vectors = Vectors("hd", metadata={"maxItems": MAX_VECTORS})
     ld_vectors = Vectors("ld", metadata={"maxItems": MAX_VECTORS})
