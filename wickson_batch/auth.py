@@ -34,8 +34,14 @@ def current_principal() -> Principal | None:
 
 
 def quiet_principal() -> Principal | None:
-    """Like current_principal, but None when the lookup itself fails (for the limiter)."""
+    """The principal for the limiter: None when the lookup fails or the address is locked out.
+
+    From a locked-out address a valid key is charged and labelled (X-RateLimit-*) like a
+    wrong one, so the limiter's headers do not tell a guesser which key was right either.
+    """
     try:
+        if _locked_out():
+            return None
         return current_principal()
     except DomainError:
         return None
@@ -46,14 +52,24 @@ def _failures_bucket() -> tuple[Limiter, str]:
     return limiter, f"authfail:{request.remote_addr or 'unknown'}"
 
 
+def _locked_out() -> bool:
+    """True when this request's address has used up AUTH_FAILURE_LIMIT (read once a request)."""
+    locked = g.get("auth_locked_out")
+    if locked is None:
+        limiter, address = _failures_bucket()
+        limit = parse(current_app.config["AUTH_FAILURE_LIMIT"])
+        locked = g.auth_locked_out = not limiter.limiter.test(limit, address)
+    return bool(locked)
+
+
 def refuse_if_guessing() -> None:
     """Refuse every keyed request from an address that failed authentication too often.
 
     A valid key is refused too, so the answer never tells a guesser which key was right.
     """
-    limiter, address = _failures_bucket()
-    limit = parse(current_app.config["AUTH_FAILURE_LIMIT"])
-    if not limiter.limiter.test(limit, address):
+    if _locked_out():
+        limiter, address = _failures_bucket()
+        limit = parse(current_app.config["AUTH_FAILURE_LIMIT"])
         reset_at, _ = limiter.limiter.get_window_stats(limit, address)
         wait = max(1, int(reset_at - time.time() + 0.999))
         raise RateLimitExceeded(

@@ -50,6 +50,28 @@ def test_an_address_that_keeps_failing_is_refused_even_with_a_valid_key(guarded:
     assert body(with_valid)["error"]["details"]["limit"] == "3 per 1 minute"
 
 
+def test_a_locked_out_address_learns_nothing_from_the_rate_limit_headers(guarded: Flask) -> None:
+    # The key's own limit would show in X-RateLimit-Limit if the limiter still looked the
+    # key up: a right guess would stand out from the wrong ones.
+    _, valid = keys.create_key(stores_of(guarded).db, owner="alice", rate_limit="50/minute")
+    for n in range(3):
+        get_as(guarded, GUESSER, f"wkb_guess{n}")
+
+    answers = [get_as(guarded, GUESSER, key) for key in ("wkb_guess9", valid, "wkb_guess10")]
+
+    limits = [response.headers["X-RateLimit-Limit"] for response in answers]
+    remaining = [int(response.headers["X-RateLimit-Remaining"]) for response in answers]
+    assert [response.status_code for response in answers] == [429] * 3
+    assert limits == [limits[0]] * 3 and limits[0] != "50"
+    assert remaining == [remaining[0], remaining[0] - 1, remaining[0] - 2]
+    details = [assert_error(response, 429, "RATE_LIMIT_EXCEEDED") for response in answers]
+    assert details == [{"limit": "3 per 1 minute"}] * 3
+    # Refused requests did not use up the key's own limit.
+    elsewhere = get_as(guarded, NEIGHBOUR, valid)
+    assert elsewhere.status_code == 404
+    assert elsewhere.headers["X-RateLimit-Remaining"] == "49"
+
+
 def test_other_addresses_and_valid_keys_are_not_affected(guarded: Flask) -> None:
     _, valid = keys.create_key(stores_of(guarded).db, owner="alice")
     for n in range(4):
