@@ -155,7 +155,9 @@ def reconcile() -> None:
         stale = cleanup.remove_stale_pending(
             held.db, grace=timedelta(seconds=settings["RECONCILE_GRACE_SECONDS"])
         )
-        report = cleanup.drain_cleanup(held.db, held.vectors, grace=timedelta(0))
+        report = cleanup.drain_cleanup(
+            held.db, held.vectors, grace=timedelta(0), postponed_too=True
+        )
         orphans = cleanup.remove_orphans(held.db, held.vectors)
     click.echo(
         f"cleanup tasks done: {report.tasks_done}, failed: {report.tasks_failed}; "

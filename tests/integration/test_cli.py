@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import delete
 
 from wickson_batch.cli import main
 from wickson_batch.db import Database
-from wickson_batch.models import Media
+from wickson_batch.models import CleanupTask, Media, utcnow
 from wickson_batch.services import keys
 from wickson_batch.vectors.edge import EdgeIndex
 
@@ -255,6 +256,38 @@ def test_reconcile_removes_orphan_points(invoke: Invoke, db: Database) -> None:
         "orphan points removed: hd 2, ld 1"
     ]
     assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines() == [*check_lines(24, 48, 24), "consistent"]
+
+
+def test_reconcile_retries_cleanup_waiting_out_its_backoff(invoke: Invoke, db: Database) -> None:
+    # As after a vector-store outage: the row is gone, its points are still there, and the
+    # task's next attempt is minutes away. An operator's reconcile tries it now.
+    gone = seeded(invoke, 25)[0]
+    now = utcnow()
+    with db.unit_of_work() as uow:
+        uow.session.execute(delete(Media).where(Media.id == gone))
+        uow.session.add(
+            CleanupTask(
+                media_id=gone,
+                operation_id="batch_delete_outage",
+                hd_count=2,
+                ld_count=1,
+                created_at=now - timedelta(minutes=10),
+                next_attempt_at=now + timedelta(minutes=5),
+                attempts=6,
+                last_error="connection refused",
+            )
+        )
+        uow.commit()
+
+    reconciled = invoke("reconcile")
+    checked = invoke("check")
+
+    assert reconciled.exit_code == 0, reconciled.output
+    assert reconciled.stdout.splitlines() == [
+        "cleanup tasks done: 1, failed: 0; stale pending media removed: 0; "
+        "orphan points removed: hd 0, ld 0"
+    ]
     assert checked.stdout.splitlines() == [*check_lines(24, 48, 24), "consistent"]
 
 

@@ -55,20 +55,23 @@ def drain_cleanup(
     *,
     grace: timedelta,
     now: datetime | None = None,
+    postponed_too: bool = False,
 ) -> DrainReport:
-    """Remove the points of every due cleanup task older than `grace`."""
+    """Remove the points of every due cleanup task older than `grace`.
+
+    A task that failed waits out its backoff; with `postponed_too` (an operator asking for
+    it now) it is tried at once all the same.
+    """
     now = now or utcnow()
     report = DrainReport()
+    selected = CleanupTask.created_at <= now - grace
+    if not postponed_too:
+        selected &= CleanupTask.next_attempt_at <= now
     while True:
         with db.unit_of_work() as uow:
             tasks = list(
                 uow.session.scalars(
-                    select(CleanupTask)
-                    .where(
-                        CleanupTask.next_attempt_at <= now, CleanupTask.created_at <= now - grace
-                    )
-                    .order_by(CleanupTask.id)
-                    .limit(DRAIN_BATCH)
+                    select(CleanupTask).where(selected).order_by(CleanupTask.id).limit(DRAIN_BATCH)
                 )
             )
         if not tasks:
