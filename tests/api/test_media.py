@@ -11,8 +11,8 @@ from flask import Flask
 
 from tests.conftest import Caller, body, stores_of, vector
 from tests.faults import FlakyVectors
-from wickson_batch.models import Media
-from wickson_batch.services import cleanup
+from wickson_batch.models import Media, utcnow
+from wickson_batch.services import cleanup, seeding
 from wickson_batch.vectors.base import Space
 
 MEDIA_ID = re.compile(r"^vec-[0-9a-f]{32}$")
@@ -153,3 +153,85 @@ def test_creation_overtaken_by_the_reconciler_leaves_nothing(alice: Caller, app:
     with held.db.unit_of_work() as uow:
         assert uow.session.query(Media).count() == 0
     assert (real.count("hd"), real.count("ld")) == (0, 0)
+
+
+def orphans_after_recovery(app: Flask) -> tuple[int, int, cleanup.ConsistencyReport]:
+    """Tasks queued by the failure, then one reconciler round once the store is healthy."""
+    held = stores_of(app)
+    queued = cleanup.pending_cleanup_count(held.db)
+    later = utcnow() + timedelta(minutes=10)  # past the grace period and any backoff
+    done = cleanup.Reconciler(held.db, held.vectors, interval=1, grace=60, clock=lambda: later)
+    return queued, done.run_once().tasks_done, cleanup.check_consistency(held.db, held.vectors)
+
+
+def test_failed_creation_whose_undo_fails_too_leaves_its_points_to_the_reconciler(
+    alice: Caller, app: Flask
+) -> None:
+    # hd is written, ld fails, and removing hd fails as well: the store is going down.
+    held = stores_of(app)
+    real = held.vectors
+    no_deletes = FlakyVectors(real, operations=("delete",))
+    held.vectors = FlakyVectors(no_deletes, operations=("upsert",), spaces=("ld",))
+    payload = {"hd_vectors": [vector(8, 1), vector(8, 2)], "ld_vectors": [vector(4, 1)]}
+
+    response = alice.client.post("/v1/media", json=payload, headers=alice.headers)
+    held.vectors = real
+    left = (real.count("hd"), real.count("ld"))
+
+    assert response.status_code == 503
+    with held.db.unit_of_work() as uow:
+        assert uow.session.query(Media).count() == 0
+    assert left == (2, 0)
+    queued, done, report = orphans_after_recovery(app)
+    assert (queued, done) == (1, 1)
+    assert report.consistent and report.orphan_points == {"hd": 0, "ld": 0}
+    assert (real.count("hd"), real.count("ld")) == (0, 0)
+
+
+class OvertakenWhileTheStoreFails(ReconcilerDuringUpsert):
+    """The reconciler sweeps the creation first; then the store stops deleting."""
+
+    def upsert(self, space: Space, points: Sequence[Any]) -> None:
+        super().upsert(space, points)
+        self.operations = {"delete"}  # the creation's own undo will fail
+
+
+def test_creation_overtaken_by_the_reconciler_while_the_store_fails_leaves_nothing(
+    alice: Caller, app: Flask
+) -> None:
+    held = stores_of(app)
+    real = held.vectors
+    held.vectors = OvertakenWhileTheStoreFails(app)
+    payload = {"hd_vectors": [vector(8, 1)], "ld_vectors": [vector(4, 1)]}
+
+    response = alice.client.post("/v1/media", json=payload, headers=alice.headers)
+    held.vectors = real
+    left = (real.count("hd"), real.count("ld"))
+
+    assert response.status_code == 503
+    assert left == (1, 1)  # landed after the sweep had drained the media's task
+    queued, done, report = orphans_after_recovery(app)
+    assert (queued, done) == (1, 1)
+    assert report.consistent and report.orphan_points == {"hd": 0, "ld": 0}
+
+
+def test_seeding_overtaken_by_the_reconciler_prints_no_id_and_leaves_nothing(app: Flask) -> None:
+    held = stores_of(app)
+    real = held.vectors
+    overtaking = ReconcilerDuringUpsert(app)
+
+    printed = list(seeding.seed_media(held.db, overtaking, owner="acme", count=3, hd=2, ld=1))
+    left = (real.count("hd"), real.count("ld"))
+
+    assert printed == [[]]  # none of the three is live: none is printed
+    # The points landed after the sweep had drained the rows' tasks; the seed removed them.
+    assert overtaking.calls == [
+        ("upsert", "hd", 6),
+        ("upsert", "ld", 3),
+        ("delete", "hd", 6),
+        ("delete", "ld", 3),
+    ]
+    assert left == (0, 0)
+    queued, done, report = orphans_after_recovery(app)
+    assert (queued, done) == (0, 0)
+    assert report.consistent and (real.count("hd"), real.count("ld")) == (0, 0)

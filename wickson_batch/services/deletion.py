@@ -128,6 +128,27 @@ def _stored_result(outcome: BatchOutcome) -> dict[str, Any]:
     }
 
 
+def queue_cleanup(
+    session: Any, items: Sequence[DeletedMedia], operation_id: str, now: datetime
+) -> None:
+    """Add a cleanup task per media to `session`'s transaction: its points are to go."""
+    session.execute(
+        insert(CleanupTask),
+        [
+            {
+                "media_id": item.media_id,
+                "operation_id": operation_id,
+                "hd_count": item.hd_count,
+                "ld_count": item.ld_count,
+                "created_at": now,
+                "next_attempt_at": now,
+                "attempts": 0,
+            }
+            for item in items
+        ],
+    )
+
+
 class _KeyTaken(Exception):
     """Another request claimed the same Idempotency-Key first."""
 
@@ -175,21 +196,7 @@ def _decide(
         found = {row.id: row for row in session.execute(statement)}
         outcome.deleted, outcome.failed = _split(media_ids, found)
         if outcome.deleted:
-            session.execute(
-                insert(CleanupTask),
-                [
-                    {
-                        "media_id": item.media_id,
-                        "operation_id": outcome.operation_id,
-                        "hd_count": item.hd_count,
-                        "ld_count": item.ld_count,
-                        "created_at": now,
-                        "next_attempt_at": now,
-                        "attempts": 0,
-                    }
-                    for item in outcome.deleted
-                ],
-            )
+            queue_cleanup(session, outcome.deleted, outcome.operation_id, now)
         else:  # nothing left to do after this commit: the operation is complete now
             outcome.status = OperationStatus.COMPLETED
             outcome.processing_time_ms = _elapsed_ms(started)

@@ -13,9 +13,9 @@ import structlog
 from sqlalchemy import delete, select, update
 
 from ..db import Database
-from ..models import Media, MediaState, utcnow
+from ..models import CleanupTask, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Hit, Space, VectorIndex, VectorPoint, point_id
-from .deletion import DeletedMedia, remove_points
+from .deletion import DeletedMedia, queue_cleanup, remove_points
 from .errors import DomainError, InvalidVectors, MediaNotFound, VectorStoreError
 
 log = structlog.get_logger("wickson_batch")
@@ -118,26 +118,50 @@ def create_media(
                 raise VectorStoreError("the media was removed while its vectors were written")
             uow.commit()
     except DomainError:
-        _abandon(db, vectors, media.id, counts)
+        abandon_creations(db, vectors, [DeletedMedia(media.id, **counts)], clock=clock)
         raise
     return _view(media)
 
 
-def _abandon(db: Database, vectors: VectorIndex, media_id: str, counts: dict[str, int]) -> None:
-    """Undo a failed creation as far as possible; the reconciler finishes what is left."""
+def abandon_creations(
+    db: Database,
+    vectors: VectorIndex,
+    items: Sequence[DeletedMedia],
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
+    """Undo creations that failed after their rows were written, leaving no point behind.
+
+    In one transaction the rows still `pending` go, and a cleanup task is queued for the
+    points of every media that is not live, whoever removed its row: a reconciler that found
+    it stale may have drained its points before the last of them landed. A media already
+    live is left alone (marking it live did commit; only the acknowledgement was lost).
+    The points are then removed at once if the store answers, else by the reconciler.
+    """
+    ids = [item.media_id for item in items]
+    operation_id = f"abandon_{uuid.uuid4().hex}"
     try:
         with db.unit_of_work() as uow:
-            state = uow.session.scalar(select(Media.state).where(Media.id == media_id))
-        if state == MediaState.LIVE:
-            return  # marking it live did commit; only the acknowledgement was lost
-        remove_points(vectors, [DeletedMedia(media_id, **counts)])
-        with db.unit_of_work() as uow:
             uow.session.execute(
-                delete(Media).where(Media.id == media_id, Media.state == MediaState.PENDING)
+                delete(Media).where(Media.id.in_(ids), Media.state == MediaState.PENDING)
             )
+            live = set(
+                uow.session.scalars(
+                    select(Media.id).where(Media.id.in_(ids), Media.state == MediaState.LIVE)
+                )
+            )
+            gone = [item for item in items if item.media_id not in live]
+            if gone:
+                queue_cleanup(uow.session, gone, operation_id, clock())
             uow.commit()
-    except DomainError as error:
-        log.warning("media.abandon_failed", media_id=media_id, error=str(error))
+        if gone and not any(remove_points(vectors, gone).values()):
+            with db.unit_of_work() as uow:
+                uow.session.execute(
+                    delete(CleanupTask).where(CleanupTask.operation_id == operation_id)
+                )
+                uow.commit()
+    except DomainError as error:  # rows left pending are the reconciler's after the grace
+        log.warning("media.abandon_failed", media_ids=ids[:10], error=str(error))
 
 
 def get_media(db: Database, *, owner: str, media_id: str) -> MediaView:

@@ -10,7 +10,9 @@ from sqlalchemy import insert, update
 from ..db import Database
 from ..models import Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex, VectorPoint, point_id
-from .media import new_media_id
+from .deletion import DeletedMedia
+from .errors import DomainError
+from .media import abandon_creations, new_media_id
 
 SEED_BATCH = 1000
 
@@ -51,22 +53,37 @@ def seed_media(
                 ],
             )
             uow.commit()
-        for space in SPACES:
-            k = per_media[space]
-            if not k:
-                continue
-            matrix = rng.random((len(ids) * k, vectors.dims[space]), dtype=np.float32)
-            rows = matrix.tolist()
-            points = [
-                VectorPoint(point_id(media_id, space, j), rows[i * k + j], media_id, owner)
-                for i, media_id in enumerate(ids)
-                for j in range(k)
-            ]
-            vectors.upsert(space, points)
-        vectors.flush()
-        with db.unit_of_work() as uow:
-            uow.session.execute(
-                update(Media).where(Media.id.in_(ids)).values(state=MediaState.LIVE)
-            )
-            uow.commit()
-        yield ids
+        items = [DeletedMedia(media_id, hd, ld) for media_id in ids]
+        try:
+            for space in SPACES:
+                k = per_media[space]
+                if not k:
+                    continue
+                matrix = rng.random((len(ids) * k, vectors.dims[space]), dtype=np.float32)
+                rows = matrix.tolist()
+                points = [
+                    VectorPoint(point_id(media_id, space, j), rows[i * k + j], media_id, owner)
+                    for i, media_id in enumerate(ids)
+                    for j in range(k)
+                ]
+                vectors.upsert(space, points)
+            vectors.flush()
+            with db.unit_of_work() as uow:
+                marked = set(
+                    uow.session.scalars(
+                        update(Media)
+                        .where(Media.id.in_(ids), Media.state == MediaState.PENDING)
+                        .values(state=MediaState.LIVE)
+                        .returning(Media.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+                uow.commit()
+        except DomainError:
+            abandon_creations(db, vectors, items)
+            raise
+        # A row the reconciler removed meanwhile (a batch slower than its grace period) is
+        # not live: its points go as a failed creation's do, and its id is not printed.
+        if len(marked) < len(ids):
+            abandon_creations(db, vectors, [item for item in items if item.media_id not in marked])
+        yield [media_id for media_id in ids if media_id in marked]
