@@ -122,6 +122,9 @@ class ApiError(WicksonError):
         self.code = code
         self.server_message = message
         self.details = details or {}
+        # Sends of the same batch before this refusal that got no final answer (a network
+        # error, a 5xx, a 409 in use): if any, the server may have applied the batch.
+        self.unanswered_attempts = 0
 
     @property
     def request_id(self) -> str | None:
@@ -341,6 +344,7 @@ class WicksonClient:
                     in_use_waited += delay
                     continue
                 if response.status_code < 500:
+                    refusal.unanswered_attempts = failures + in_use_polls
                     raise refusal
                 problem, delay = str(refusal), retry_after
             failures += 1

@@ -89,9 +89,6 @@ def read_report(path: Path) -> ReportState:
     """Read a report; drop a last line cut short by a kill (its batch is then in doubt)."""
     raw = path.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
-    if len(complete) != len(raw):
-        with path.open("r+b") as handle:
-            handle.truncate(len(complete))
     state = ReportState()
     sent: list[Batch] = []
     refused: set[str] = set()
@@ -111,17 +108,24 @@ def read_report(path: Path) -> ReportState:
                 state.outcomes[str(entry["media_id"])] = str(entry["status"])
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{path}: line {number} is not a report line") from None
+    if len(complete) != len(raw):  # only once the rest has been read as a report
+        with path.open("r+b") as handle:
+            handle.truncate(len(complete))
     # Newest first: a later sending line for an id supersedes an earlier one (the client
     # re-splits batches the server found too large, and a 400 changed nothing). A batch is
     # in doubt while any of its ids lacks an outcome: a kill can cut its outcome lines short.
     claimed: set[str] = set()
     for batch in reversed(sent):
         ids = set(batch.media_ids)
-        unanswered = ids - state.outcomes.keys()
+        unanswered = any(i not in state.outcomes for i in batch.media_ids)
         if batch.idempotency_key not in refused and unanswered and not ids & claimed:
             state.in_doubt.insert(0, batch)
         claimed |= ids
     return state
+
+
+class ReportWriteError(WicksonError):
+    """The report could not be written (a full disk, say): the run stops there."""
 
 
 class Report:
@@ -132,6 +136,7 @@ class Report:
     """
 
     def __init__(self, path: Path | None, known: set[str] | None = None) -> None:
+        self._path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else None
         self._known = set(known or ())
 
@@ -146,8 +151,11 @@ class Report:
             return
         # One write per batch: a kill leaves whole batches, or at most a torn last line.
         data = memoryview("".join(json.dumps(e) + "\n" for e in entries).encode())
-        while data:  # a write may be cut short (a full disk raises on the next one)
-            data = data[os.write(self._fd, data) :]
+        try:
+            while data:  # a write may be cut short (a full disk raises on the next one)
+                data = data[os.write(self._fd, data) :]
+        except OSError as error:
+            raise ReportWriteError(f"cannot write the report {self._path}: {error}") from error
 
     def sending(self, batch: Batch) -> None:
         """Record a batch before it is first sent."""
@@ -225,7 +233,7 @@ def failure_counts(result: DeleteResult) -> str:
 )
 @click.option(
     "--ids-file",
-    type=click.File("r", encoding="utf-8"),
+    type=click.File("r", encoding="utf-8-sig"),  # a BOM, as spreadsheet exports write, is not an id
     required=True,
     help="One id a line, or a JSON array of ids; - reads standard input.",
 )
@@ -256,25 +264,45 @@ def delete(
 ) -> None:
     """Delete the ids in a file through the API, 100 a request, waiting out rate limits."""
     try:
+        _delete(url, api_key, ids_file, reason, report_path, resume, batch_size)
+    except KeyboardInterrupt:  # while reading the input or the report: nothing was sent
+        click.echo("error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _delete(
+    url: str,
+    api_key: str,
+    ids_file: IO[str],
+    reason: str | None,
+    report_path: Path | None,
+    resume: bool,
+    batch_size: int,
+) -> None:
+    try:
         ids = parse_ids(ids_file.read())
     except (ValueError, UnicodeDecodeError) as error:
         raise click.BadParameter(str(error), param_hint="--ids-file") from None
     if not ids:
         raise click.BadParameter("no media ids in the input", param_hint="--ids-file")
     state = _report_state(report_path, resume)
-    todo_ids = list(dict.fromkeys(i for i in ids if i not in state.outcomes))
-    skipped = len(dict.fromkeys(ids)) - len(todo_ids)
+    unique = list(dict.fromkeys(ids))
     in_doubt_ids = {i for batch in state.in_doubt for i in batch.media_ids}
+    # An id of a batch in doubt is answered again by its replay, and counted there.
+    done_before = [i for i in unique if i in state.outcomes and i not in in_doubt_ids]
+    failed_before = sum(1 for i in done_before if state.outcomes[i] != "deleted")
+    todo_ids = [i for i in unique if i not in state.outcomes and i not in in_doubt_ids]
 
     try:
         client = WicksonClient(url, api_key, batch_size=batch_size)
     except httpx.InvalidURL as error:
         raise click.BadParameter(str(error), param_hint="--url") from None
-    report = Report(report_path, set(state.outcomes))
+    try:
+        report = Report(report_path, set(state.outcomes))
+    except OSError as error:
+        raise click.BadParameter(f"cannot open it: {error}", param_hint="--report") from None
     with client:
-        batches = state.in_doubt + client.plan(
-            [i for i in todo_ids if i not in in_doubt_ids], reason
-        )
+        batches = state.in_doubt + client.plan(todo_ids, reason)
         total = sum(len(b.media_ids) for b in batches)
         if state.in_doubt:
             click.echo(
@@ -283,12 +311,14 @@ def delete(
                 err=True,
             )
         try:
-            result, stopped = _run(client, batches, report, total)
+            result, stopped = _run(client, batches, report, total, in_doubt=state.in_doubt)
         finally:
             report.close()
-    click.echo(summary(result, skipped))
+    click.echo(summary(result, len(done_before)))
     if result.failed:
         click.echo(f"failed: {failure_counts(result)}", err=True)
+    if failed_before:
+        click.echo(f"failed in an earlier run: {failed_before} (see the report)", err=True)
     if stopped is not None:
         left = total - len(result.deleted) - len(result.failed)
         hint = " with --resume" if report_path else ""
@@ -296,7 +326,7 @@ def delete(
         click.echo(f"error: {why}", err=True)
         click.echo(f"stopped with {left} id(s) not done; run again{hint} to finish", err=True)
         sys.exit(EXIT_INTERRUPTED if isinstance(stopped, KeyboardInterrupt) else EXIT_STOPPED)
-    if result.failed:
+    if result.failed or failed_before:
         sys.exit(EXIT_FAILED_IDS)
 
 
@@ -311,12 +341,17 @@ def _report_state(path: Path | None, resume: bool) -> ReportState:
         )
     try:
         return read_report(path)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, OSError) as error:
         raise click.BadParameter(str(error), param_hint="--report") from None
 
 
 def _run(
-    client: WicksonClient, batches: list[Batch], report: Report, total: int
+    client: WicksonClient,
+    batches: list[Batch],
+    report: Report,
+    total: int,
+    *,
+    in_doubt: list[Batch],
 ) -> tuple[DeleteResult, WicksonError | KeyboardInterrupt | None]:
     done = DeleteResult()  # merged here, batch by batch, so an interruption keeps it
     with progress(total) as bar:
@@ -339,6 +374,13 @@ def _run(
             )
         except (WicksonError, KeyboardInterrupt) as error:
             if isinstance(error, ApiError) and error.batch is not None:
-                report.refused(error.batch, error)
+                # A refusal clears a batch only if no send of it can have been applied: not
+                # one an earlier run left in doubt, and none of this run's sends unanswered.
+                # Otherwise it stays in doubt, to be replayed with its key.
+                if not error.unanswered_attempts and error.batch not in in_doubt:
+                    try:
+                        report.refused(error.batch, error)
+                    except ReportWriteError:
+                        pass  # unrecorded, the batch stays in doubt: resent, never lost
             return done, error
     return done, None

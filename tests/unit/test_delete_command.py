@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests.unit.test_client import FakeServer, envelope
+from wickson_batch import delete_command
 from wickson_batch.cli import main
-from wickson_batch.client import Batch, BatchResult
+from wickson_batch.client import Batch, BatchResult, WicksonClient
 from wickson_batch.delete_command import Report, parse_ids, read_report
 
 # Nothing listens here: every test below must stop before the first request.
@@ -111,8 +116,10 @@ def test_resume_with_everything_done_sends_nothing(tmp_path: Path) -> None:
         input="vec-1\nvec-2\n",
     )
 
-    assert code == 0, output
+    # Nothing left to send, but not every id was deleted: the exit status says so.
+    assert code == 1, output
     assert "deleted 0, failed 0, vectors hd 0 ld 0, skipped 2" in output
+    assert "failed in an earlier run: 1 (see the report)" in output
 
 
 def sending(key: str, ids: list[str], reason: str | None = None) -> str:
@@ -219,3 +226,160 @@ def test_a_report_line_that_is_not_json_is_refused(tmp_path: Path) -> None:
 
     assert code == 2
     assert "line 1 is not a report line" in output
+
+
+def test_a_utf8_bom_before_the_ids_is_not_part_of_the_first_id(tmp_path: Path) -> None:
+    lines, array = tmp_path / "ids.txt", tmp_path / "ids.json"
+    lines.write_bytes(b"\xef\xbb\xbfvec-1\r\nvec-2\r\n")
+    array.write_bytes(b'\xef\xbb\xbf["vec-1", "vec-2"]')
+
+    for path in (lines, array):
+        code, output = run("--url", "http://[::1", "--api-key", "k", "--ids-file", str(path))
+
+        # Read as two good ids, the command reached the next check: the malformed URL.
+        assert code == 2, output
+        assert "Invalid value for --url" in output
+
+
+def test_a_file_that_is_not_a_report_is_left_as_it_was(tmp_path: Path) -> None:
+    report = tmp_path / "ids.txt"
+    report.write_text("vec-1\nvec-2")  # no final newline: would look like a torn line
+
+    code, output = run(
+        "--url",
+        UNUSED_URL,
+        "--api-key",
+        "k",
+        "--ids-file",
+        "-",
+        "--report",
+        str(report),
+        "--resume",
+        input="vec-1\n",
+    )
+
+    assert code == 2
+    assert "line 1 is not a report line" in output
+    assert report.read_text() == "vec-1\nvec-2"
+
+
+# Against a fake server (tests/unit/test_client.py's, which replays a key it has answered)
+
+
+@dataclass
+class LossyServer(FakeServer):
+    """A FakeServer that applies its first `lost` requests but loses their answers."""
+
+    lost: int = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if not self.lost:
+            return super().__call__(request)
+        self.lost -= 1
+        script, self.script = self.script, []  # the script is for the requests after
+        try:
+            super().__call__(request)
+        finally:
+            self.script = script
+        raise httpx.ReadTimeout("the answer was lost", request=request)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> LossyServer:
+    """The command's client talks to a LossyServer and never really sleeps."""
+    fake = LossyServer()
+
+    def client(url: str, api_key: str, **options: Any) -> WicksonClient:
+        transport = httpx.MockTransport(fake)
+        return WicksonClient(url, api_key, transport=transport, sleep=lambda _: None, **options)
+
+    monkeypatch.setattr(delete_command, "WicksonClient", client)
+    return fake
+
+
+def run_with_report(ids: list[str], report: Path, *extra: str) -> tuple[int, str]:
+    args = ["--url", "http://wickson.test", "--api-key", "k", "--ids-file", "-"]
+    return run(*args, "--report", str(report), *extra, input="\n".join(ids) + "\n")
+
+
+def outcomes_of(report: Path) -> dict[str, str]:
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    return {line["media_id"]: line["status"] for line in lines if "media_id" in line}
+
+
+def test_a_refusal_after_an_unanswered_send_keeps_the_batch_in_doubt(
+    server: LossyServer, tmp_path: Path
+) -> None:
+    # The first send is applied but its answer is lost; the retry is refused (the key was
+    # revoked meanwhile, say). Those ids were deleted: they must never come back NOT_FOUND.
+    wanted = ["vec-1", "vec-2", "vec-3"]
+    server.live, server.lost = set(wanted), 1
+    server.script = [envelope(401, "INVALID_API_KEY", "A valid API key is required")]
+    report = tmp_path / "out.jsonl"
+
+    first, first_output = run_with_report(wanted, report)
+    resumed, resumed_output = run_with_report(wanted, report, "--resume")
+
+    assert first == 3, first_output
+    assert "error: 401 INVALID_API_KEY: A valid API key is required" in first_output
+    assert resumed == 0, resumed_output
+    assert "resending 1 batch(es) the last run left in doubt" in resumed_output
+    assert server.keys() == [server.keys()[0]] * 3  # one key: the resend got the replay
+    assert outcomes_of(report) == {m: "deleted" for m in wanted}
+
+
+def test_a_refused_resend_of_a_batch_in_doubt_stays_in_doubt(
+    server: LossyServer, tmp_path: Path
+) -> None:
+    wanted = ["vec-1", "vec-2"]
+    report = tmp_path / "out.jsonl"
+    report.write_text(sending("k1", wanted))  # a run killed with this batch on its way
+    server.script = [envelope(401, "INVALID_API_KEY", "A valid API key is required")]
+
+    code, output = run_with_report(wanted, report, "--resume")
+
+    assert code == 3, output
+    assert [b.idempotency_key for b in read_report(report).in_doubt] == ["k1"]
+
+
+def test_ids_of_a_batch_cut_short_are_counted_once(server: LossyServer, tmp_path: Path) -> None:
+    wanted = [f"vec-{i}" for i in range(5)]
+    server.live = set(wanted)
+    body = {"media_ids": wanted[:3], "reason": None}
+    server(
+        httpx.Request(
+            "DELETE", "http://wickson.test/", json=body, headers={"Idempotency-Key": "k1"}
+        )
+    )
+    report = tmp_path / "out.jsonl"
+    # A kill cut the batch's outcome lines short, after two of its three ids.
+    report.write_text(sending("k1", wanted[:3]) + outcome(wanted[0]) + outcome(wanted[1]))
+
+    code, output = run_with_report(wanted, report, "--resume", "--batch-size", "3")
+
+    assert code == 0, output
+    assert "deleted 5, failed 0, vectors hd 10 ld 5, skipped 0" in output.splitlines()
+    assert outcomes_of(report) == {m: "deleted" for m in wanted}
+
+
+def test_a_report_that_cannot_be_written_stops_the_run_with_exit_3(server: LossyServer) -> None:
+    server.live = {"vec-1"}
+
+    code, output = run_with_report(["vec-1"], Path("/dev/full"))
+
+    assert code == 3, output
+    assert "error: cannot write the report /dev/full: [Errno 28] No space left on device" in output
+    assert "Traceback" not in output
+    assert server.requests == []  # stopped before sending a batch it could not record
+
+
+def test_ctrl_c_while_reading_the_input_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(text: str) -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(delete_command, "parse_ids", interrupted)
+
+    code, output = run("--url", UNUSED_URL, "--api-key", "k", "--ids-file", "-", input="vec-1\n")
+
+    assert code == 130
+    assert "error: interrupted" in output
