@@ -5,8 +5,11 @@ No Docker engine here: these tests parse the files, they do not run them (deploy
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +24,19 @@ DEPLOY = ROOT / "deploy"
 # Read by gunicorn.conf.py, not by the app.
 GUNICORN_KEYS = {"HOST", "WEB_CONCURRENCY", "THREADS", "PROMETHEUS_MULTIPROC_DIR"}
 _DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """gunicorn.conf.py sets variables for its workers (and makes a metrics folder) in the
+    process that reads it: keep them from the tests that run after these."""
+    saved = dict(os.environ)
+    yield
+    made = os.environ.get("WICKSON_OWN_METRICS_DIR")
+    if made and made != saved.get("WICKSON_OWN_METRICS_DIR"):
+        shutil.rmtree(made, ignore_errors=True)
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def compose() -> dict[str, Any]:
