@@ -25,6 +25,10 @@ threads = int(os.environ.get("THREADS", "8"))
 worker_class = "gthread"
 timeout = 60
 graceful_timeout = 30
+# On a reload (SIGHUP) the new worker starts while the old one finishes its requests, still
+# holding the embedded vector store: the new one waits for it rather than failing to boot
+# (which stops gunicorn). Shorter than `timeout`, within which a booting worker must start.
+os.environ.setdefault("STORE_LOCK_WAIT_SECONDS", str(graceful_timeout + 15))
 # Two instances on one machine (as in tests) would unlink each other's control socket.
 control_socket_disable = True
 accesslog = None  # the app writes its own JSON access log

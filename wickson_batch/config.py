@@ -45,6 +45,10 @@ class Config:
     RECONCILER_ENABLED = True
     RECONCILE_INTERVAL_SECONDS = 10.0
     RECONCILE_GRACE_SECONDS = 60.0
+    # How long opening the embedded vector store waits for another process to let it go:
+    # 0 refuses at once (the console script while the server runs). gunicorn.conf.py sets
+    # it past graceful_timeout, so that a reload's new worker outwaits the old one.
+    STORE_LOCK_WAIT_SECONDS = 0.0
 
 
 class TestingConfig(Config):
@@ -66,7 +70,7 @@ _INT_KEYS = {
     "MEDIA_MAX_CONTENT_LENGTH",
     "TRUSTED_PROXY_HOPS",
 }
-_FLOAT_KEYS = {"RECONCILE_INTERVAL_SECONDS", "RECONCILE_GRACE_SECONDS"}
+_FLOAT_KEYS = {"RECONCILE_INTERVAL_SECONDS", "RECONCILE_GRACE_SECONDS", "STORE_LOCK_WAIT_SECONDS"}
 _BOOL_KEYS = {"RECONCILER_ENABLED", "METRICS_ENABLED"}
 _STR_KEYS = {
     "DATA_DIR",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from flask import current_app
 
 from .db import Database
 from .services.cleanup import Reconciler
+from .services.errors import VectorStoreLocked
 from .vectors import build_vector_index
 from .vectors.base import VectorIndex
 
@@ -19,6 +22,9 @@ from .vectors.base import VectorIndex
 # lives and removed at a clean stop. One that can be locked by someone else was left by a
 # process that is gone (the kernel drops the lock with the process): an unclean stop.
 RUN_DIR = "run"
+LOCK_POLL_SECONDS = 0.25
+
+log = structlog.get_logger("wickson_batch")
 
 
 def _lock(path: str) -> int | None:
@@ -69,7 +75,7 @@ class Stores:
         db.create_schema()
         vectors = build_vector_index(settings)
         try:
-            vectors.ensure()
+            _ensure(vectors, float(settings["STORE_LOCK_WAIT_SECONDS"]))
         except Exception:
             db.dispose()
             raise
@@ -103,6 +109,27 @@ class Stores:
         if self.marker_fd is not None:
             os.close(self.marker_fd)
         self.marker, self.marker_fd = None, None
+
+
+def _ensure(vectors: VectorIndex, wait: float) -> None:
+    """Open the vector store, waiting up to `wait` seconds for a process that holds it.
+
+    On a reload (SIGHUP) gunicorn starts the new worker while the old one finishes its
+    requests, for up to graceful_timeout, still holding the embedded store.
+    """
+    deadline = time.monotonic() + wait
+    waiting = False
+    while True:
+        try:
+            vectors.ensure()
+            return
+        except VectorStoreLocked as error:
+            if time.monotonic() >= deadline:
+                raise
+            if not waiting:
+                waiting = True
+                log.info("stores.waiting_for_lock", seconds=wait, reason=str(error))
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def stores() -> Stores:

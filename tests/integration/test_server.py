@@ -210,3 +210,47 @@ def test_restart_after_a_kill_removes_orphan_points(server: Server, tmp_path: Pa
     check = server.cli("check")
     assert check.returncode == 0, check.stdout
     assert "points: hd 9, ld 3" in check.stdout
+
+
+def test_a_reload_with_a_request_in_flight_keeps_serving(server: Server) -> None:
+    """SIGHUP: the new worker waits for the old one to finish and let the store go.
+
+    It used to fail to boot on the locked embedded store, and gunicorn then stopped.
+    """
+    key = server.cli("keys", "create", "--owner", "acme")
+    assert key.returncode == 0, key.stderr
+    secret = key.stdout.strip()
+    server.start()
+    assert server.process is not None
+    body = json.dumps({"hd_vectors": [[0.5] * 8], "ld_vectors": [[0.25] * 4]}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/media HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: {secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(head + body[:10])  # the old worker is now reading this request
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(2)  # the new worker is up, waiting for the store the old one holds
+        slow.sendall(body[10:])
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+    media_id = json.loads(answer.split(b"\r\n\r\n", 1)[1])["data"]["media_id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, "gunicorn stopped after the reload"
+        try:
+            if server.request("GET", f"/v1/media/{media_id}", key=secret)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the reloaded server never answered")
+    assert server.stop() == 0
