@@ -75,7 +75,7 @@ class Stores:
         db.create_schema()
         vectors = build_vector_index(settings)
         try:
-            _ensure(vectors, float(settings["STORE_LOCK_WAIT_SECONDS"]))
+            _ensure(vectors, float(settings.get("STORE_LOCK_WAIT_SECONDS") or 0))
         except Exception:
             db.dispose()
             raise

@@ -212,7 +212,7 @@ def test_restart_after_a_kill_removes_orphan_points(server: Server, tmp_path: Pa
     assert "points: hd 9, ld 3" in check.stdout
 
 
-def test_a_reload_with_a_request_in_flight_keeps_serving(server: Server) -> None:
+def test_a_reload_with_a_request_in_flight_keeps_serving(server: Server, tmp_path: Path) -> None:
     """SIGHUP: the new worker waits for the old one to finish and let the store go.
 
     It used to fail to boot on the locked embedded store, and gunicorn then stopped.
@@ -220,6 +220,10 @@ def test_a_reload_with_a_request_in_flight_keeps_serving(server: Server) -> None
     key = server.cli("keys", "create", "--owner", "acme")
     assert key.returncode == 0, key.stderr
     secret = key.stdout.strip()
+    server.log_path = tmp_path / "server.log"
+    server.env["LOG_LEVEL"] = "INFO"
+    # The fixture's grace of 0 lets the reconciler claim the creation's pending row.
+    server.env["RECONCILE_GRACE_SECONDS"] = "60"
     server.start()
     assert server.process is not None
     body = json.dumps({"hd_vectors": [[0.5] * 8], "ld_vectors": [[0.25] * 4]}).encode()
@@ -240,7 +244,7 @@ def test_a_reload_with_a_request_in_flight_keeps_serving(server: Server) -> None
         while chunk := slow.recv(65536):
             answer += chunk
 
-    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[-300:] + server.log_path.read_bytes()
     media_id = json.loads(answer.split(b"\r\n\r\n", 1)[1])["data"]["media_id"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
