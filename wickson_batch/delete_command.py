@@ -253,18 +253,10 @@ def failure_counts(result: DeleteResult) -> str:
     type=click.IntRange(1, 10_000),
     help="Ids per request (the server's MAX_BATCH_SIZE at most).",
 )
-def delete(
-    url: str,
-    api_key: str,
-    ids_file: IO[str],
-    reason: str | None,
-    report_path: Path | None,
-    resume: bool,
-    batch_size: int,
-) -> None:
+def delete(**options: Any) -> None:
     """Delete the ids in a file through the API, 100 a request, waiting out rate limits."""
     try:
-        _delete(url, api_key, ids_file, reason, report_path, resume, batch_size)
+        _delete(**options)
     except KeyboardInterrupt:  # while reading the input or the report: nothing was sent
         click.echo("error: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
