@@ -26,6 +26,14 @@ def run(*args: str, input: str | None = None, env: dict[str, str] | None = None)
     return result.exit_code, result.output
 
 
+def run_with_report(
+    ids: list[str], report: Path, *extra: str, url: str = "http://wickson.test"
+) -> tuple[int, str]:
+    """Run with `ids` on standard input and `--report report`."""
+    args = ["--url", url, "--api-key", "k", "--ids-file", "-"]
+    return run(*args, "--report", str(report), *extra, input="\n".join(ids) + "\n")
+
+
 def test_ids_one_a_line_with_blank_lines_ignored() -> None:
     assert parse_ids("vec-1\n\n  vec-2  \r\nvec-3\n\n") == ["vec-1", "vec-2", "vec-3"]
 
@@ -80,17 +88,7 @@ def test_an_existing_report_is_not_appended_to_without_resume(tmp_path: Path) ->
     report = tmp_path / "out.jsonl"
     report.write_text('{"media_id": "vec-1", "status": "deleted", "operation_id": "op"}\n')
 
-    code, output = run(
-        "--url",
-        UNUSED_URL,
-        "--api-key",
-        "k",
-        "--ids-file",
-        "-",
-        "--report",
-        str(report),
-        input="vec-1\n",
-    )
+    code, output = run_with_report(["vec-1"], report, url=UNUSED_URL)
 
     assert code == 2
     assert "already holds a report: pass --resume" in output
@@ -103,18 +101,7 @@ def test_resume_with_everything_done_sends_nothing(tmp_path: Path) -> None:
         '{"media_id": "vec-2", "status": "failed", "reason": "NOT_FOUND", "operation_id": "op"}\n'
     )
 
-    code, output = run(
-        "--url",
-        UNUSED_URL,
-        "--api-key",
-        "k",
-        "--ids-file",
-        "-",
-        "--report",
-        str(report),
-        "--resume",
-        input="vec-1\nvec-2\n",
-    )
+    code, output = run_with_report(["vec-1", "vec-2"], report, "--resume", url=UNUSED_URL)
 
     # Nothing left to send, but not every id was deleted: the exit status says so.
     assert code == 1, output
@@ -211,18 +198,7 @@ def test_a_report_line_that_is_not_json_is_refused(tmp_path: Path) -> None:
     report = tmp_path / "out.jsonl"
     report.write_text("hello\n" + outcome("vec-1"))
 
-    code, output = run(
-        "--url",
-        UNUSED_URL,
-        "--api-key",
-        "k",
-        "--ids-file",
-        "-",
-        "--report",
-        str(report),
-        "--resume",
-        input="vec-1\n",
-    )
+    code, output = run_with_report(["vec-1"], report, "--resume", url=UNUSED_URL)
 
     assert code == 2
     assert "line 1 is not a report line" in output
@@ -245,18 +221,7 @@ def test_a_file_that_is_not_a_report_is_left_as_it_was(tmp_path: Path) -> None:
     report = tmp_path / "ids.txt"
     report.write_text("vec-1\nvec-2")  # no final newline: would look like a torn line
 
-    code, output = run(
-        "--url",
-        UNUSED_URL,
-        "--api-key",
-        "k",
-        "--ids-file",
-        "-",
-        "--report",
-        str(report),
-        "--resume",
-        input="vec-1\n",
-    )
+    code, output = run_with_report(["vec-1"], report, "--resume", url=UNUSED_URL)
 
     assert code == 2
     assert "line 1 is not a report line" in output
@@ -295,11 +260,6 @@ def server(monkeypatch: pytest.MonkeyPatch) -> LossyServer:
 
     monkeypatch.setattr(delete_command, "WicksonClient", client)
     return fake
-
-
-def run_with_report(ids: list[str], report: Path, *extra: str) -> tuple[int, str]:
-    args = ["--url", "http://wickson.test", "--api-key", "k", "--ids-file", "-"]
-    return run(*args, "--report", str(report), *extra, input="\n".join(ids) + "\n")
 
 
 def outcomes_of(report: Path) -> dict[str, str]:
