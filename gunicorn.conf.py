@@ -9,43 +9,50 @@ import sys
 import tempfile
 from typing import Any
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+from wickson_batch.config import ConfigError, env_overlay, load_settings
+
+try:
+    settings = load_settings()
+except ConfigError as error:
+    sys.exit(f"wickson-batch: {error}")
+
+bind = f"{settings.host}:{settings.port}"
 # An embedded vector store belongs to one process: one worker with threads. With a Qdrant
 # server and a server database, several workers share the load. (qdrant-client's local mode,
 # `:memory:` or `file:///dir`, is in-process like the embedded engine.)
-_qdrant_url = os.environ.get("QDRANT_URL") or ""
+_qdrant_url = settings.qdrant_url or ""
 _shared_stores = (
     bool(_qdrant_url)
     and _qdrant_url != ":memory:"
     and not _qdrant_url.startswith("file://")
-    and not (os.environ.get("DATABASE_URL") or "sqlite").startswith("sqlite")
+    and not settings.database_url.startswith("sqlite")
 )
-workers = int(os.environ.get("WEB_CONCURRENCY", "4")) if _shared_stores else 1
-threads = int(os.environ.get("THREADS", "8"))
+workers = settings.web_concurrency if _shared_stores else 1
+threads = settings.threads
 worker_class = "gthread"
 timeout = 60
 graceful_timeout = 30
 # On a reload (SIGHUP) the new worker starts while the old one finishes its requests, still
 # holding the embedded vector store: the new one waits for it rather than failing to boot
 # (which stops gunicorn). Shorter than `timeout`, within which a booting worker must start.
-os.environ.setdefault("STORE_LOCK_WAIT_SECONDS", str(graceful_timeout + 15))
+# Handed to the workers through their environment, unless the operator set it.
+if "STORE_LOCK_WAIT_SECONDS" not in env_overlay():
+    os.environ["STORE_LOCK_WAIT_SECONDS"] = str(graceful_timeout + 15)
 # Two instances on one machine (as in tests) would unlink each other's control socket.
 control_socket_disable = True
 accesslog = None  # the app writes its own JSON access log
 
 # gunicorn's own lines ("Booting worker", "Listening at", ...) in the app's format: JSON
 # lines on stderr with event, level, timestamp and logger (LOG_FORMAT=console for a person).
-_log_format = os.environ.get("LOG_FORMAT") or "json"
-loglevel = (os.environ.get("LOG_LEVEL") or "INFO").lower()
+_log_format = settings.log_format
+loglevel = settings.log_level.lower()
 if loglevel not in {"debug", "info", "warning", "error", "critical"}:
     loglevel = "info"  # as the app does with a level it does not know
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {},
-    "handlers": {
-        "structured": {"()": "wickson_batch.logging.StructuredHandler", "fmt": _log_format}
-    },
+    "handlers": {"structured": {"()": "wickson_batch.logs.StructuredHandler", "fmt": _log_format}},
     "root": {"level": loglevel.upper(), "handlers": ["structured"]},
     "loggers": {
         "gunicorn.error": {

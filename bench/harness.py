@@ -395,15 +395,16 @@ def measure_floor(store: Store, samples: dict[int, int], service_samples: int) -
     """Time the raw SQL delete and point deletions, then `delete_batch`, in this process."""
     from sqlalchemy import delete
 
-    from wickson_batch.logging import configure_logging
+    from wickson_batch.config import load_settings
+    from wickson_batch.logs import configure_logging
     from wickson_batch.models import Media, MediaState
     from wickson_batch.services.deletion import delete_batch
-    from wickson_batch.stores import Stores
+    from wickson_batch.services.stores import Stores
     from wickson_batch.vectors.base import SPACES, point_ids_for
 
     figures = FloorFigures()
     configure_logging("INFO", "json")  # as the server logs: JSON lines, here into a file
-    held = Stores.open(store.settings())
+    held = Stores.open(load_settings(store.settings()))
     log_path = store.root.parent / f"floor-{store.engine}.log"
     try:
         with log_path.open("a") as log, redirect_stderr(log):

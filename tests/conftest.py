@@ -15,8 +15,11 @@ from werkzeug.test import TestResponse
 
 from tests import servers
 from wickson_batch import create_app
+from wickson_batch.api.context import SETTINGS_EXTENSION, STORES_EXTENSION
+from wickson_batch.config import Settings
+from wickson_batch.protocol import SCOPES
 from wickson_batch.services import keys
-from wickson_batch.stores import Stores
+from wickson_batch.services.stores import Stores
 
 # Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
 # local mode standing in for a Qdrant server (it makes the same client calls). The server
@@ -107,8 +110,14 @@ def client(app: Flask) -> FlaskClient:
 
 def stores_of(app: Flask) -> Stores:
     """Return the stores an app holds."""
-    held: Stores = app.extensions["wickson"]
+    held: Stores = app.extensions[STORES_EXTENSION]
     return held
+
+
+def settings_of(app: Flask) -> Settings:
+    """Return the settings an app was built with."""
+    found: Settings = app.extensions[SETTINGS_EXTENSION]
+    return found
 
 
 @pytest.fixture
@@ -116,7 +125,7 @@ def make_key(app: Flask) -> Callable[..., str]:
     """Create an API key and return its secret."""
 
     def make(
-        owner: str = "alice", scopes: Sequence[str] = keys.SCOPES, rate_limit: str | None = None
+        owner: str = "alice", scopes: Sequence[str] = SCOPES, rate_limit: str | None = None
     ) -> str:
         _, secret = keys.create_key(
             stores_of(app).db, owner=owner, scopes=scopes, rate_limit=rate_limit
@@ -150,7 +159,7 @@ class Caller:
         return self.client.delete("/v1/media/batch", json=payload, headers=self.headers)
 
     def create(self, hd: int = 1, ld: int = 1, seed: int = 0, **extra: Any) -> str:
-        dims = self.app.config["HD_DIM"], self.app.config["LD_DIM"]
+        dims = settings_of(self.app).hd_dim, settings_of(self.app).ld_dim
         payload = {
             "hd_vectors": [vector(dims[0], seed + i) for i in range(hd)],
             "ld_vectors": [vector(dims[1], seed + i) for i in range(ld)],

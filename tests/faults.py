@@ -11,8 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from wickson_batch.services.errors import VectorStoreError
-from wickson_batch.vectors.base import Space, VectorIndex
+from wickson_batch.vectors.base import Space, VectorIndex, VectorStoreError
 
 
 class FlakyVectors:

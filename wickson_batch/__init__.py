@@ -1,61 +1,40 @@
-"""wickson-batch: batch deletion of media and their vectors."""
+"""wickson-batch: batch deletion of media and their vectors.
+
+Importing the package builds nothing and pulls in no web framework (the client package
+lives below it): `create_app` imports what the server needs when it is called.
+"""
 
 from __future__ import annotations
 
-import atexit
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response
-from werkzeug.middleware.proxy_fix import ProxyFix
+if TYPE_CHECKING:
+    from flask import Flask
 
-from .config import Config, TestingConfig, load_settings
-from .logging import configure_logging
-
-
-def _security_headers(response: Response) -> Response:
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "no-store"
-    return response
+__all__ = ["create_app"]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings (defaults < environment < `config`), logging, stores, routes."""
-    base = TestingConfig if config and config.get("TESTING") else Config
-    settings = load_settings(base, config)
-    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
+    from .config import load_settings
+    from .logs import configure_logging
 
-    from . import errors, limits, logging, metrics
-    from .api import docs, health, media, openapi, operations
-    from .stores import Stores
+    settings = load_settings(config)
+    configure_logging(settings.log_level, settings.log_format)
 
-    app = Flask(__name__, static_folder=None)
-    app.config.from_mapping(settings)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    if settings["TRUSTED_PROXY_HOPS"] > 0:
-        # The client address (rate limits, failed authentications) comes from the proxies.
-        hops = settings["TRUSTED_PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-
-    logging.init_app(app)
-    metrics.init_app(app)  # before the limiter, so that a refused request is timed too
-    errors.register_handlers(app)
-    app.after_request(_security_headers)
-    limiter = limits.init_app(app)
-    app.extensions["wickson_limiter"] = limiter
-    app.register_blueprint(media.bp)
-    app.register_blueprint(operations.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(openapi.bp)
-    limiter.exempt(health.bp)
-    limiter.exempt(openapi.bp)
-    app.register_blueprint(docs.bp)
-    limiter.exempt(docs.bp)
-    limiter.exempt(metrics.bp)
+    from .api import build_api
+    from .services.stores import Stores
 
     held = Stores.open(settings)
-    app.extensions["wickson"] = held
-    if settings["RECONCILER_ENABLED"]:
+    try:
+        app = build_api(settings, held)
+    except BaseException:
+        held.close()
+        raise
+    if settings.reconciler_enabled:
         held.start_reconciler(settings)
+        import atexit
+
         atexit.register(held.close)
     return app

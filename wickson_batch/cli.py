@@ -6,36 +6,39 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import click
 
-from .config import Config, ConfigError, load_settings
+from .client.delete_command import delete
+from .config import ConfigError, Settings, load_settings
 from .db import Database
-from .delete_command import delete
-from .logging import configure_logging
+from .logs import configure_logging
 from .models import iso_utc
+from .protocol import SCOPES
 from .services import cleanup, keys
-from .services.errors import DomainError
-from .stores import Stores
+from .services.errors import STORE_ERRORS, DomainError
+from .services.stores import Stores
+
+# What a command reports as a one-line error, never a traceback.
+_OPERATOR_ERRORS: tuple[type[Exception], ...] = (DomainError, *STORE_ERRORS)
 
 
-def _settings() -> dict[str, Any]:
+def _settings() -> Settings:
     try:
-        settings = load_settings(Config)
+        settings = load_settings()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    configure_logging("WARNING", settings["LOG_FORMAT"])
+    configure_logging("WARNING", settings.log_format)
     return settings
 
 
 @contextmanager
 def _database() -> Iterator[Database]:
-    db = Database(_settings()["DATABASE_URL"])
+    db = Database(_settings().database_url)
     try:
         db.create_schema()
         yield db
-    except DomainError as error:
+    except _OPERATOR_ERRORS as error:
         raise click.ClickException(str(error)) from None
     finally:
         db.dispose()
@@ -45,11 +48,11 @@ def _database() -> Iterator[Database]:
 def _stores() -> Iterator[Stores]:
     try:
         held = Stores.open(_settings())
-    except DomainError as error:
+    except _OPERATOR_ERRORS as error:
         raise click.ClickException(str(error)) from None
     try:
         yield held
-    except DomainError as error:
+    except _OPERATOR_ERRORS as error:
         raise click.ClickException(str(error)) from None
     finally:
         held.close()
@@ -82,7 +85,7 @@ def keys_group() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice(keys.SCOPES),
+    type=click.Choice(SCOPES),
     help="Repeat for several; default: all three.",
 )
 @click.option("--rate-limit", default=None, help="This key's own limit, e.g. '100/minute'.")
@@ -93,7 +96,7 @@ def keys_create(
     """Create a key and print it, alone, on stdout: it is shown only this once."""
     with _database() as db:
         info, secret = keys.create_key(
-            db, owner=owner, scopes=scopes or keys.SCOPES, rate_limit=rate_limit, name=name
+            db, owner=owner, scopes=scopes or SCOPES, rate_limit=rate_limit, name=name
         )
     click.echo(secret)
     click.echo(f"created key id {info.id} for owner {info.owner}; store it now", err=True)
@@ -153,7 +156,7 @@ def reconcile() -> None:
     settings = _settings()
     with _stores() as held:
         stale = cleanup.remove_stale_pending(
-            held.db, grace=timedelta(seconds=settings["RECONCILE_GRACE_SECONDS"])
+            held.db, grace=timedelta(seconds=settings.reconcile_grace_seconds)
         )
         report = cleanup.drain_cleanup(
             held.db, held.vectors, grace=timedelta(0), postponed_too=True

@@ -1,4 +1,4 @@
-"""Engine, sessionmaker and the unit of work: the only place that commits."""
+"""Engine, sessionmaker, the unit of work (the only place that commits), DatabaseUnavailable."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Base
-from .services.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # The PostgreSQL advisory lock that serialises schema creation across processes.
 _LOCK = 0x77696B73  # "wiks"
+
+
+class DatabaseUnavailable(Exception):
+    """The SQL database could not be reached; nothing was changed."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -19,9 +19,10 @@ from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from tests import servers
-from tests.conftest import Caller, body, settings_for, stores_of, unknown_id, vector
+from tests.conftest import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
 from wickson_batch import create_app
-from wickson_batch.limits import PreciseRedisStorage
+from wickson_batch.api.ratelimits import PreciseRedisStorage
+from wickson_batch.protocol import SCOPES
 from wickson_batch.services import keys
 
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
@@ -47,7 +48,7 @@ def call(
 ) -> TestResponse:
     """Make a valid request to one of the scoped routes, with `key` (or none)."""
     headers = {} if key is None else {"X-Api-Key": key}
-    hd = vector(app.config["HD_DIM"], 1)
+    hd = vector(settings_of(app).hd_dim, 1)
     if route == "batch":
         return client.delete("/v1/media/batch", json={"media_ids": [media_id]}, headers=headers)
     if route == "batch-post":
@@ -169,7 +170,7 @@ def test_a_key_without_the_routes_scope_is_insufficient_permissions(
     route: str,
 ) -> None:
     scope = ROUTE_SCOPES[route]
-    key = make_key("alice", scopes=[s for s in keys.SCOPES if s != scope])
+    key = make_key("alice", scopes=[s for s in SCOPES if s != scope])
 
     response = call(client, app, route, key, mine)
 
@@ -343,7 +344,7 @@ def test_one_bucket_is_shared_by_all_routes_of_a_key(limited: Caller, mine: str)
     second = limited.get(mine)
     third = limited.delete_batch([unknown_id()])
 
-    fourth = limited.search(vector(limited.app.config["HD_DIM"], 1))
+    fourth = limited.search(vector(settings_of(limited.app).hd_dim, 1))
 
     assert [first.status_code, second.status_code, third.status_code] == [200, 200, 200]
     assert third.headers["X-RateLimit-Remaining"] == "0"

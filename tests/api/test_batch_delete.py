@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from tests.conftest import Caller, body, stores_of, unknown_id, vector
+from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
 from tests.faults import FlakyVectors
 from wickson_batch.services import cleanup
 
@@ -129,7 +129,7 @@ def test_deleting_again_reports_not_found(alice: Caller) -> None:
 
 
 def test_deleted_media_is_gone_from_get_and_search(alice: Caller, app: Flask) -> None:
-    dim = app.config["HD_DIM"]
+    dim = settings_of(app).hd_dim
     gone = alice.create(hd=1, ld=0, seed=5)
     kept = alice.create(hd=1, ld=0, seed=6)
     alice.delete_batch([gone])

@@ -12,9 +12,9 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, stores_of, unknown_id, vector
+from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
+from wickson_batch.db import DatabaseUnavailable
 from wickson_batch.models import CleanupTask, Media, Operation
-from wickson_batch.services.errors import DatabaseUnavailable
 
 BATCH = "/v1/media/batch"
 BATCH_POST = "/v1/media/batch/delete"
@@ -387,7 +387,7 @@ def test_a_reason_a_database_cannot_store_is_invalid_request(
 def test_a_title_a_database_cannot_store_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot, escaped: str, problem: str
 ) -> None:
-    hd = json.dumps([vector(app.config["HD_DIM"], 3)])
+    hd = json.dumps([vector(settings_of(app).hd_dim, 3)])
     text = f'{{"title": "{escaped}", "hd_vectors": {hd}}}'
 
     response = alice.client.post(
@@ -659,7 +659,7 @@ def test_create_with_an_empty_body_is_invalid_request(
 def test_create_with_a_wrong_dimension_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot, space: str
 ) -> None:
-    dim = app.config[f"{space.upper()}_DIM"]
+    dim = getattr(settings_of(app), f"{space}_dim")
     payload = {f"{space}_vectors": [vector(dim, 1), vector(dim + 1, 2)]}
 
     response = post_create(alice, payload)
@@ -677,7 +677,7 @@ def test_create_with_a_wrong_dimension_is_invalid_request(
 def test_create_with_more_than_256_vectors_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot
 ) -> None:
-    dim = app.config["HD_DIM"]
+    dim = settings_of(app).hd_dim
 
     response = post_create(alice, {"hd_vectors": [vector(dim, n) for n in range(257)]})
 
@@ -688,7 +688,7 @@ def test_create_with_more_than_256_vectors_is_invalid_request(
 
 
 def test_create_with_256_vectors_is_accepted(alice: Caller, app: Flask) -> None:
-    dim = app.config["LD_DIM"]
+    dim = settings_of(app).ld_dim
 
     response = post_create(alice, {"ld_vectors": [vector(dim, n) for n in range(256)]})
 
@@ -699,7 +699,7 @@ def test_create_with_256_vectors_is_accepted(alice: Caller, app: Flask) -> None:
 def test_create_with_an_unknown_field_is_invalid_request_naming_it(
     app: Flask, alice: Caller, mine: str, before: Snapshot
 ) -> None:
-    dim = app.config["HD_DIM"]
+    dim = settings_of(app).hd_dim
 
     response = post_create(alice, {"hd_vectors": [vector(dim, 1)], "media_id": "vec-mine"})
 
@@ -711,7 +711,7 @@ def test_create_with_an_unknown_field_is_invalid_request_naming_it(
 def test_create_with_a_non_numeric_value_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot
 ) -> None:
-    dim = app.config["HD_DIM"]
+    dim = settings_of(app).hd_dim
 
     response = post_create(alice, {"hd_vectors": [["x"] * dim]})
 
@@ -731,7 +731,7 @@ def post_search(caller: Caller, payload: Any) -> TestResponse:
 def test_search_in_an_unknown_space_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot, space: Any
 ) -> None:
-    payload = {"vector": vector(app.config["HD_DIM"], 1), "space": space, "limit": 5}
+    payload = {"vector": vector(settings_of(app).hd_dim, 1), "space": space, "limit": 5}
 
     response = post_search(alice, payload)
 
@@ -745,7 +745,7 @@ def test_search_in_an_unknown_space_is_invalid_request(
 def test_search_with_a_limit_outside_1_to_100_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot, limit: Any
 ) -> None:
-    payload = {"vector": vector(app.config["HD_DIM"], 1), "space": "hd", "limit": limit}
+    payload = {"vector": vector(settings_of(app).hd_dim, 1), "space": "hd", "limit": limit}
 
     response = post_search(alice, payload)
 
@@ -759,7 +759,7 @@ def test_search_with_a_limit_outside_1_to_100_is_invalid_request(
 def test_search_with_a_wrong_dimension_is_invalid_request(
     app: Flask, alice: Caller, mine: str, before: Snapshot, space: str
 ) -> None:
-    dim = app.config[f"{space.upper()}_DIM"]
+    dim = getattr(settings_of(app), f"{space}_dim")
 
     response = post_search(alice, {"vector": vector(dim - 1, 1), "space": space})
 
@@ -786,7 +786,7 @@ def test_search_without_a_vector_is_invalid_request(
 def test_search_with_an_unknown_field_is_invalid_request_naming_it(
     app: Flask, alice: Caller, mine: str, before: Snapshot
 ) -> None:
-    payload = {"vector": vector(app.config["HD_DIM"], 1), "space": "hd", "owner": "bob"}
+    payload = {"vector": vector(settings_of(app).hd_dim, 1), "space": "hd", "owner": "bob"}
 
     response = post_search(alice, payload)
 

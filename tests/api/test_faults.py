@@ -13,13 +13,12 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, stores_of, unknown_id, vector
+from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
 from tests.faults import DatabaseOutage, FlakyVectors, timed_out
 from wickson_batch.models import CleanupTask, IdempotencyKey, Media, Operation, utcnow
 from wickson_batch.services import cleanup, deletion
-from wickson_batch.services.errors import VectorStoreError
-from wickson_batch.stores import Stores
-from wickson_batch.vectors.base import Space
+from wickson_batch.services.stores import Stores
+from wickson_batch.vectors.base import Space, VectorStoreError
 
 UNAVAILABLE = "The database is unavailable; nothing was changed. Retry later."
 OTHER: dict[Space, Space] = {"hd": "ld", "ld": "hd"}
@@ -112,7 +111,7 @@ def test_one_collection_failing_deletes_the_records_and_the_reconciler_finishes(
     assert payload["metadata"]["reason"] == "outdated_content"
     # The records are gone for every reader; only the failing collection still holds points.
     assert [alice.get(m).status_code for m in ids] == [404, 404]
-    dims = app.config["HD_DIM"] if failing == "hd" else app.config["LD_DIM"]
+    dims = settings_of(app).hd_dim if failing == "hd" else settings_of(app).ld_dim
     hits = body(alice.search(vector(dims, 0), space=failing))["data"]["results"]
     assert [hit["media_id"] for hit in hits] == [kept]
     expected_left = {failing: 3 if failing == "hd" else 2, working: 0}

@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy.exc import ProgrammingError
 
 from tests.api.test_errors import assert_error, snapshot
-from tests.conftest import Caller, body, settings_for, stores_of, unknown_id, vector
+from tests.conftest import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
 from wickson_batch import create_app
 from wickson_batch.services import keys
 
@@ -93,7 +93,7 @@ def test_successful_requests_do_not_use_up_the_failure_budget(guarded: Flask) ->
 def test_another_owners_key_can_neither_read_find_count_nor_delete(
     app: Flask, alice: Caller, bob: Caller
 ) -> None:
-    hd, ld = app.config["HD_DIM"], app.config["LD_DIM"]
+    hd, ld = settings_of(app).hd_dim, settings_of(app).ld_dim
     mine = alice.create(hd=2, ld=1, seed=5)
     operation = body(alice.delete_batch([alice.create(seed=9)]))["metadata"]["operation_id"]
     state = snapshot(app)

@@ -14,6 +14,7 @@ from sqlalchemy import delete
 from wickson_batch.cli import main
 from wickson_batch.db import Database
 from wickson_batch.models import CleanupTask, Media, utcnow
+from wickson_batch.protocol import SCOPES
 from wickson_batch.services import keys
 from wickson_batch.vectors.edge import EdgeIndex
 
@@ -120,7 +121,7 @@ def test_created_key_authenticates_for_its_owner(invoke: Invoke, db: Database) -
 def test_created_key_has_all_three_scopes_by_default(invoke: Invoke, db: Database) -> None:
     key = created_key(invoke)
 
-    assert principal(db, key).scopes == frozenset(keys.SCOPES)
+    assert principal(db, key).scopes == frozenset(SCOPES)
 
 
 def test_scope_option_restricts_the_key(invoke: Invoke, db: Database) -> None:

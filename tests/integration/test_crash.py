@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.integration.test_server import Server, free_port
-from wickson_batch.config import Config, load_settings
-from wickson_batch.stores import Stores
+from wickson_batch.config import load_settings
+from wickson_batch.services.stores import Stores
 from wickson_batch.vectors.base import SPACES
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def check_figures(server: Server) -> dict[str, int]:
 
 def scan_points(env: dict[str, str]) -> dict[str, dict[str, int]]:
     """Count every point per media in both collections (server stopped)."""
-    held = Stores.open(load_settings(Config, environ=env))
+    held = Stores.open(load_settings(environ=env))
     try:
         counts: dict[str, dict[str, int]] = {space: {} for space in SPACES}
         for space in SPACES:

@@ -13,12 +13,12 @@ import sqlalchemy
 from flask import Flask
 from sqlalchemy import select
 
-from tests.conftest import Caller, body, settings_for, stores_of, vector
+from tests.conftest import Caller, body, settings_for, settings_of, stores_of, vector
 from tests.faults import FlakyVectors
 from wickson_batch import create_app
 from wickson_batch.models import CleanupTask, Media, MediaState, utcnow
 from wickson_batch.services import cleanup, deletion, keys
-from wickson_batch.stores import Stores
+from wickson_batch.services.stores import Stores
 from wickson_batch.vectors.base import SPACES, Space, VectorIndex, VectorPoint, point_id
 
 
@@ -28,7 +28,7 @@ def points(vectors: VectorIndex, media_id: str) -> tuple[int, int]:
 
 def grace_of(app: Flask) -> timedelta:
     """Return the grace period the app's reconciler gives young tasks and pending rows."""
-    return timedelta(seconds=float(app.config["RECONCILE_GRACE_SECONDS"]))
+    return timedelta(seconds=float(settings_of(app).reconcile_grace_seconds))
 
 
 def tasks(held: Stores) -> list[CleanupTask]:
@@ -106,7 +106,7 @@ def insert_pending(app: Flask, media_id: str, created_at: datetime) -> None:
         )
         uow.commit()
     counts: dict[Space, int] = {"hd": 2, "ld": 1}
-    dims: dict[Space, int] = {"hd": app.config["HD_DIM"], "ld": app.config["LD_DIM"]}
+    dims: dict[Space, int] = {"hd": settings_of(app).hd_dim, "ld": settings_of(app).ld_dim}
     for space in SPACES:
         held.vectors.upsert(
             space,

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from wickson_batch.services.errors import VectorStoreError, VectorStoreLocked
 from wickson_batch.vectors.base import (
     Space,
     VectorIndex,
     VectorPoint,
+    VectorStoreError,
+    VectorStoreLocked,
     point_id,
     point_ids_for,
 )

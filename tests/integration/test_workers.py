@@ -240,13 +240,14 @@ def test_overlapping_batches_on_several_workers_delete_each_id_exactly_once(
 # A worker's start-up, in rounds: each round waits for its start file, then opens the stores.
 OPEN_STORES = """
 import json, os, sys, time
-from wickson_batch.stores import Stores
+from wickson_batch.config import load_settings
+from wickson_batch.services.stores import Stores
 rounds, go = json.loads(sys.argv[1]), sys.argv[2]
 for n, settings in enumerate(rounds):
     print("ready", flush=True)
     while not os.path.exists(f"{go}{n}"):  # then all start together
         time.sleep(0.0005)
-    Stores.open(settings).close()
+    Stores.open(load_settings(settings)).close()
 """
 
 

@@ -12,10 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.unit.test_client import FakeServer, envelope
-from wickson_batch import delete_command
 from wickson_batch.cli import main
-from wickson_batch.client import Batch, BatchResult, WicksonClient
-from wickson_batch.delete_command import Report, parse_ids, read_report
+from wickson_batch.client import Batch, BatchResult, WicksonClient, delete_command
+from wickson_batch.client.delete_command import Report, parse_ids, read_report
 
 # Nothing listens here: every test below must stop before the first request.
 UNUSED_URL = "http://127.0.0.1:9"

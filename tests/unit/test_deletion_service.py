@@ -13,8 +13,14 @@ from sqlalchemy import select
 from wickson_batch.db import Database
 from wickson_batch.models import CleanupTask, Media, MediaState, Operation
 from wickson_batch.services.deletion import delete_batch
-from wickson_batch.services.errors import VectorStoreError
-from wickson_batch.vectors.base import Hit, Space, StoredPoint, VectorPoint, point_ids_for
+from wickson_batch.vectors.base import (
+    Hit,
+    Space,
+    StoredPoint,
+    VectorPoint,
+    VectorStoreError,
+    point_ids_for,
+)
 
 NOW = datetime(2026, 3, 9, 12, 34, 56, tzinfo=UTC)
 

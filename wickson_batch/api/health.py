@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from ..errors import ServiceUnavailable
-from ..services.errors import DomainError
-from ..stores import stores
+from ..services.errors import STORE_ERRORS
+from .context import stores
+from .errors import ServiceUnavailable
 
 bp = Blueprint("health", __name__)
 
@@ -27,7 +27,7 @@ def readyz() -> ResponseReturnValue:
         try:
             ping()
             checks[name] = "ok"
-        except DomainError:
+        except STORE_ERRORS:
             checks[name] = "unavailable"
     down = [name for name, state in checks.items() if state != "ok"]
     if down:

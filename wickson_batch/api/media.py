@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
-from .. import metrics
-from ..auth import require_principal, require_scope
 from ..models import iso_utc
+from ..protocol import REPLAYED_HEADER, Scope, is_media_id
 from ..services import deletion, media
 from ..services.deletion import BatchOutcome
 from ..services.errors import MediaNotFound
-from ..stores import stores
+from . import metrics
+from .auth import require_principal, require_scope
+from .context import settings, stores
 from .requests import idempotency_key, json_object, load, load_batch_request, query_flag
 from .schemas import (
     BatchDeleteResponse,
@@ -24,7 +25,6 @@ from .schemas import (
     MediaResponse,
     SearchRequest,
     SearchResponse,
-    is_media_id,
 )
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
@@ -86,20 +86,17 @@ def batch_body(outcome: BatchOutcome) -> dict[str, Any]:
 
 def in_flight() -> timedelta:
     """How long a request may still be at work: the reconciler's grace period."""
-    return timedelta(seconds=current_app.config["RECONCILE_GRACE_SECONDS"])
-
-
-REPLAYED_HEADER = "Idempotent-Replayed"
+    return timedelta(seconds=settings().reconcile_grace_seconds)
 
 
 @bp.route("/batch", methods=["DELETE"])
-@require_scope("media:delete")
+@require_scope(Scope.DELETE)
 def delete_batch() -> ResponseReturnValue:
     """Delete up to MAX_BATCH_SIZE of the caller's media and their vectors."""
     principal = require_principal()
     dry_run = query_flag("dry_run")
     key = None if dry_run else idempotency_key()  # a dry run changes nothing to repeat
-    media_ids, reason = load_batch_request(json_object(), current_app.config["MAX_BATCH_SIZE"])
+    media_ids, reason = load_batch_request(json_object(), settings().max_batch_size)
     held = stores()
     if dry_run:
         outcome = deletion.preview_batch(
@@ -131,11 +128,11 @@ bp.add_url_rule(
 
 
 @bp.route("", methods=["POST"])
-@require_scope("media:write")
+@require_scope(Scope.WRITE)
 def create() -> ResponseReturnValue:
     """Create a media with its HD and LD vectors."""
     principal = require_principal()
-    data = load(_create_request, json_object(current_app.config["MEDIA_MAX_CONTENT_LENGTH"]))
+    data = load(_create_request, json_object(settings().media_max_content_length))
     held = stores()
     view = media.create_media(
         held.db,
@@ -159,7 +156,7 @@ def create() -> ResponseReturnValue:
 
 
 @bp.route("/<media_id>", methods=["GET"])
-@require_scope("media:read")
+@require_scope(Scope.READ)
 def get(media_id: str) -> ResponseReturnValue:
     """Return one of the caller's live media."""
     principal = require_principal()
@@ -181,7 +178,7 @@ def get(media_id: str) -> ResponseReturnValue:
 
 
 @bp.route("/search", methods=["POST"])
-@require_scope("media:read")
+@require_scope(Scope.READ)
 def search() -> ResponseReturnValue:
     """Find the caller's live media nearest to a vector."""
     principal = require_principal()

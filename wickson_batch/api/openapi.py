@@ -10,11 +10,9 @@ from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
-from ..auth import API_KEY_HEADER
-from ..errors import IDEMPOTENCY_KEY_HEADER
-from ..logging import REQUEST_ID_HEADER
+from ..protocol import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, REQUEST_ID_HEADER
 from . import docs, schemas
-from .media import REPLAYED_HEADER
+from .context import settings
 
 bp = Blueprint("openapi", __name__)
 
@@ -328,8 +326,6 @@ def openapi() -> ResponseReturnValue:
     """Serve the OpenAPI document."""
     cached = current_app.extensions.get("wickson_openapi")
     if cached is None:
-        cached = build_spec(
-            current_app.config["MAX_BATCH_SIZE"], current_app.config.get("METRICS_ENABLED", True)
-        )
+        cached = build_spec(settings().max_batch_size, settings().metrics_enabled)
         current_app.extensions["wickson_openapi"] = cached
     return cached

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from ..auth import require_principal, require_scope
+from ..protocol import Scope, is_media_id
 from ..services import deletion
 from ..services.errors import OperationNotFound
-from ..stores import stores
+from .auth import require_principal, require_scope
+from .context import stores
 from .media import batch_body, dump, in_flight
-from .schemas import OperationResponse, is_media_id
+from .schemas import OperationResponse
 
 bp = Blueprint("operations", __name__, url_prefix="/v1/operations")
 
@@ -18,7 +19,7 @@ _operation_response = OperationResponse()
 
 
 @bp.route("/<operation_id>", methods=["GET"])
-@require_scope("media:read", "media:delete")
+@require_scope(Scope.READ, Scope.DELETE)
 def get(operation_id: str) -> ResponseReturnValue:
     """Return the stored answer of one of the owner's batch deletions."""
     principal = require_principal()

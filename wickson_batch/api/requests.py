@@ -10,8 +10,8 @@ from flask import request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..errors import (
-    IDEMPOTENCY_KEY_HEADER,
+from ..protocol import IDEMPOTENCY_KEY_HEADER, MEDIA_ID_RULE
+from .errors import (
     SEND_JSON,
     ApiError,
     BatchTooLarge,
@@ -20,7 +20,7 @@ from ..errors import (
     MissingMediaIds,
     UnsupportedMediaType,
 )
-from .schemas import MEDIA_ID_RULE, BatchDeleteRequest
+from .schemas import BatchDeleteRequest
 
 _batch_schema = BatchDeleteRequest()
 

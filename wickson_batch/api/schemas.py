@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
-MEDIA_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-MEDIA_ID_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . : -"
-# fullmatch, not match: `$` would also accept a trailing newline.
-_MEDIA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+from ..protocol import (
+    FAILURE_REASONS,
+    MEDIA_ID_PATTERN,
+    MEDIA_ID_RULE,
+    OPERATION_STATUSES,
+    is_media_id,
+)
+from .context import settings
+
 MAX_REASON = 500
 MAX_VECTORS = 256
 MAX_TITLE = 500
 MAX_METADATA_BYTES = 64 * 1024
 MAX_DIM = 65_536  # Qdrant's own limit on a vector's size
 FLOAT32_MAX = 3.4028234663852886e38
-
-
-def is_media_id(value: str) -> bool:
-    """True when `value` is a well-formed media id."""
-    return _MEDIA_ID.fullmatch(value) is not None
 
 
 def _check_media_id(value: str) -> None:
@@ -97,7 +95,7 @@ class Vector(fields.List[float]):
         if not isinstance(value, list):
             raise self.make_error("invalid")
         if self.space is not None:
-            size = int(current_app.config[f"{self.space.upper()}_DIM"])
+            size = settings().hd_dim if self.space == "hd" else settings().ld_dim
             if len(value) != size:
                 raise ValidationError(f"has {len(value)} dimensions; this service stores {size}")
         if not 1 <= len(value) <= MAX_DIM:
@@ -162,7 +160,7 @@ class FailedSchema(Schema):
     media_ids = fields.List(fields.String(), required=True)
     reasons = fields.Dict(
         keys=fields.String(),
-        values=fields.String(metadata={"enum": ["NOT_FOUND"]}),
+        values=fields.String(metadata={"enum": list(FAILURE_REASONS)}),
         required=True,
     )
 
@@ -189,14 +187,11 @@ class BatchDeleteResponse(Schema):
     metadata = fields.Nested(BatchMetadataSchema, required=True)
 
 
-OPERATION_STATUSES = ["completed", "in_progress", "interrupted"]
-
-
 class OperationMetadataSchema(BatchMetadataSchema):
     status = fields.String(
         required=True,
         metadata={
-            "enum": OPERATION_STATUSES,
+            "enum": list(OPERATION_STATUSES),
             "description": (
                 "completed: the batch answered, and this is its answer; in_progress: its "
                 "request is still at work; interrupted: its server stopped before answering, "

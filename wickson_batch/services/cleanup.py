@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, select, text, update
 
 from ..db import Database
 from ..models import PENDING_ONLY, CleanupTask, IdempotencyKey, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex
-from .deletion import IDEMPOTENCY_WINDOW, DeletedMedia, remove_points
+from .deletion import IDEMPOTENCY_WINDOW
+from .points import MediaPoints, queue_cleanup, remove_points
 
 log = structlog.get_logger("wickson_batch")
 
@@ -76,7 +77,7 @@ def drain_cleanup(
             )
         if not tasks:
             return report
-        items = [DeletedMedia(t.media_id, t.hd_count, t.ld_count) for t in tasks]
+        items = [MediaPoints(t.media_id, t.hd_count, t.ld_count) for t in tasks]
         task_ids = [t.id for t in tasks]
         failure = "; ".join(error for error in remove_points(vectors, items).values() if error)
         if failure:
@@ -118,26 +119,15 @@ def remove_stale_pending(db: Database, *, grace: timedelta, now: datetime | None
             uow.session.execute(
                 delete(Media)
                 .where(text(PENDING_ONLY), Media.created_at <= now - grace)
-                .returning(Media.id, Media.hd_count, Media.ld_count, Media.created_at)
+                .returning(Media.id, Media.hd_count, Media.ld_count)
                 .execution_options(synchronize_session=False)
             )
         )
         if claimed:
-            operation_id = f"reconcile_{uuid.uuid4().hex}"
-            uow.session.execute(
-                insert(CleanupTask),
-                [
-                    {
-                        "media_id": row.id,
-                        "operation_id": operation_id,
-                        "hd_count": row.hd_count,
-                        "ld_count": row.ld_count,
-                        "created_at": row.created_at,
-                        "next_attempt_at": now,
-                        "attempts": 0,
-                    }
-                    for row in claimed
-                ],
+            items = [MediaPoints(row.id, row.hd_count, row.ld_count) for row in claimed]
+            # Due at once: these rows are already older than the grace period.
+            queue_cleanup(
+                uow.session, items, f"reconcile_{uuid.uuid4().hex}", now, created_at=now - grace
             )
         uow.commit()
     return len(claimed)

@@ -17,13 +17,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db import Database
 from ..models import CleanupTask, IdempotencyKey, Media, MediaState, Operation, utcnow
-from ..vectors.base import SPACES, Space, VectorIndex, point_ids_for
-from .errors import (
-    FailureReason,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    OperationNotFound,
-)
+from ..protocol import FailureReason, OperationStatus
+from ..vectors.base import SPACES, Space, VectorIndex
+from .errors import IdempotencyKeyInUse, IdempotencyKeyReused, OperationNotFound
+from .points import MediaPoints, queue_cleanup, remove_points
 
 log = structlog.get_logger("wickson_batch")
 
@@ -32,18 +29,9 @@ log = structlog.get_logger("wickson_batch")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
-class OperationStatus:
-    """Where a batch operation stands."""
-
-    # Stored: the decision is committed and the request is still removing vectors.
-    RUNNING = "running"
-    # Stored: the request answered; the stored result is what it answered.
-    COMPLETED = "completed"
-    # Reported for a RUNNING operation younger than a request can take.
-    IN_PROGRESS = "in_progress"
-    # Reported for an older RUNNING operation: its process stopped before answering; the
-    # reconciler removes its vectors from the cleanup tasks the decision queued.
-    INTERRUPTED = "interrupted"
+# Stored while the decision is committed and the request is still removing vectors; a
+# lookup reports it as protocol.OperationStatus.IN_PROGRESS or INTERRUPTED, by its age.
+RUNNING = "running"
 
 
 def new_operation_id() -> str:
@@ -66,19 +54,6 @@ class IdempotencyClaim:
     request_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class DeletedMedia:
-    """A media whose row this batch deleted, with the point counts it was created with."""
-
-    media_id: str
-    hd_count: int
-    ld_count: int
-
-    def count(self, space: Space) -> int:
-        """Return the number of points this media had in `space`."""
-        return self.hd_count if space == "hd" else self.ld_count
-
-
 @dataclass(slots=True)
 class BatchOutcome:
     """Everything a batch response reports."""
@@ -86,12 +61,12 @@ class BatchOutcome:
     operation_id: str
     timestamp: datetime
     reason: str | None
-    deleted: list[DeletedMedia]
+    deleted: list[MediaPoints]
     failed: dict[str, str]
     vectors_removed: dict[Space, int] = field(default_factory=lambda: {"hd": 0, "ld": 0})
     cleanup_pending: list[str] = field(default_factory=list)
     processing_time_ms: int = 0
-    status: str = OperationStatus.RUNNING
+    status: str = RUNNING
     replayed: bool = False
     dry_run: bool = False
 
@@ -107,10 +82,10 @@ def _elapsed_ms(started: float) -> int:
 
 def _split(
     media_ids: Sequence[str], found: dict[str, Any]
-) -> tuple[list[DeletedMedia], dict[str, str]]:
+) -> tuple[list[MediaPoints], dict[str, str]]:
     """Return the found ids (request order, with their counts) and the failed ones."""
     deleted = [
-        DeletedMedia(m, found[m].hd_count, found[m].ld_count) for m in media_ids if m in found
+        MediaPoints(m, found[m].hd_count, found[m].ld_count) for m in media_ids if m in found
     ]
     failed = {m: FailureReason.NOT_FOUND for m in media_ids if m not in found}
     return deleted, failed
@@ -126,27 +101,6 @@ def _stored_result(outcome: BatchOutcome) -> dict[str, Any]:
         "cleanup_pending": outcome.cleanup_pending,
         "processing_time_ms": outcome.processing_time_ms,
     }
-
-
-def queue_cleanup(
-    session: Any, items: Sequence[DeletedMedia], operation_id: str, now: datetime
-) -> None:
-    """Add a cleanup task per media to `session`'s transaction: its points are to go."""
-    session.execute(
-        insert(CleanupTask),
-        [
-            {
-                "media_id": item.media_id,
-                "operation_id": operation_id,
-                "hd_count": item.hd_count,
-                "ld_count": item.ld_count,
-                "created_at": now,
-                "next_attempt_at": now,
-                "attempts": 0,
-            }
-            for item in items
-        ],
-    )
 
 
 class _KeyTaken(Exception):
@@ -216,29 +170,6 @@ def _decide(
         uow.commit()
 
 
-def points_by_space(items: Sequence[DeletedMedia]) -> dict[Space, list[uuid.UUID]]:
-    """Return the derived point ids of `items`, per space."""
-    return {
-        space: [
-            pid for item in items for pid in point_ids_for(item.media_id, space, item.count(space))
-        ]
-        for space in SPACES
-    }
-
-
-def remove_points(vectors: VectorIndex, items: Sequence[DeletedMedia]) -> dict[Space, str | None]:
-    """Delete every point of `items`, one call per collection; return each one's error or None."""
-    errors: dict[Space, str | None] = {}
-    for space, ids in points_by_space(items).items():
-        try:
-            vectors.delete(space, ids)
-            errors[space] = None
-        except Exception as error:  # whatever failed, the deletion already counts in SQL
-            log.warning("vectors.delete_failed", space=space, points=len(ids), error=str(error))
-            errors[space] = str(error) or type(error).__name__
-    return errors
-
-
 def _finish(db: Database, outcome: BatchOutcome) -> None:
     """Step 3: store the answer; when every point is gone, drop the operation's tasks."""
     try:
@@ -268,7 +199,7 @@ def _outcome_of(
         operation.id,
         operation.created_at,
         operation.reason,
-        [DeletedMedia(m, hd, ld) for m, hd, ld in result["deleted"]],
+        [MediaPoints(m, hd, ld) for m, hd, ld in result["deleted"]],
         dict(result["failed"]),
         status=result["status"],
     )

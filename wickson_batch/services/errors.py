@@ -1,14 +1,16 @@
-"""Domain errors raised by the service layer, and the per-item failure reasons."""
+"""Domain errors raised by the service layer on purpose.
+
+The stores' own errors live beside them: `DatabaseUnavailable` in `db.py`, `VectorStoreError`
+beside the `VectorIndex` port. `STORE_ERRORS` names both, for code that answers either alike.
+"""
 
 from __future__ import annotations
 
+from ..db import DatabaseUnavailable
+from ..vectors.base import VectorStoreError
 
-class FailureReason:
-    """Stable codes for `failed.reasons` in a batch response (documented in the README)."""
-
-    # Missing, already deleted, still being created, or owned by someone else: one code,
-    # so that a caller can never learn that another owner's id exists.
-    NOT_FOUND = "NOT_FOUND"
+# A store failed: nothing the caller sent was wrong, and a retry later may succeed.
+STORE_ERRORS: tuple[type[Exception], ...] = (DatabaseUnavailable, VectorStoreError)
 
 
 class DomainError(Exception):
@@ -21,18 +23,6 @@ class MediaNotFound(DomainError):
     def __init__(self, media_id: str) -> None:
         super().__init__(f"Media {media_id} not found")
         self.media_id = media_id
-
-
-class DatabaseUnavailable(DomainError):
-    """The SQL database could not be reached; nothing was changed."""
-
-
-class VectorStoreError(DomainError):
-    """The vector store failed an operation."""
-
-
-class VectorStoreLocked(VectorStoreError):
-    """The embedded vector store is open in another process."""
 
 
 class InvalidVectors(DomainError):

@@ -13,10 +13,10 @@ from sqlalchemy import select, update
 
 from ..db import Database
 from ..models import ApiKey, utcnow
+from ..protocol import SCOPES
 from .errors import DomainError
 
 KEY_PREFIX = "wkb_"
-SCOPES = ("media:read", "media:write", "media:delete")
 
 
 class InvalidKeySpec(DomainError):

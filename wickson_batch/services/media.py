@@ -14,9 +14,9 @@ from sqlalchemy import delete, select, update
 
 from ..db import Database
 from ..models import CleanupTask, Media, MediaState, utcnow
-from ..vectors.base import SPACES, Hit, Space, VectorIndex, VectorPoint, point_id
-from .deletion import DeletedMedia, queue_cleanup, remove_points
-from .errors import DomainError, InvalidVectors, MediaNotFound, VectorStoreError
+from ..vectors.base import SPACES, Hit, Space, VectorIndex, VectorPoint, VectorStoreError, point_id
+from .errors import STORE_ERRORS, InvalidVectors, MediaNotFound
+from .points import MediaPoints, queue_cleanup, remove_points
 
 log = structlog.get_logger("wickson_batch")
 
@@ -117,8 +117,8 @@ def create_media(
             if marked.rowcount != 1:  # type: ignore[attr-defined]
                 raise VectorStoreError("the media was removed while its vectors were written")
             uow.commit()
-    except DomainError:
-        abandon_creations(db, vectors, [DeletedMedia(media.id, **counts)], clock=clock)
+    except STORE_ERRORS:
+        abandon_creations(db, vectors, [MediaPoints(media.id, **counts)], clock=clock)
         raise
     return _view(media)
 
@@ -126,7 +126,7 @@ def create_media(
 def abandon_creations(
     db: Database,
     vectors: VectorIndex,
-    items: Sequence[DeletedMedia],
+    items: Sequence[MediaPoints],
     *,
     clock: Callable[[], datetime] = utcnow,
 ) -> None:
@@ -160,7 +160,7 @@ def abandon_creations(
                     delete(CleanupTask).where(CleanupTask.operation_id == operation_id)
                 )
                 uow.commit()
-    except DomainError as error:  # rows left pending are the reconciler's after the grace
+    except STORE_ERRORS as error:  # rows left pending are the reconciler's after the grace
         log.warning("media.abandon_failed", media_ids=ids[:10], error=str(error))
 
 

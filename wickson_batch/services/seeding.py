@@ -10,9 +10,9 @@ from sqlalchemy import insert, update
 from ..db import Database
 from ..models import Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex, VectorPoint, point_id
-from .deletion import DeletedMedia
-from .errors import DomainError
+from .errors import STORE_ERRORS
 from .media import abandon_creations, new_media_id
+from .points import MediaPoints
 
 SEED_BATCH = 1000
 
@@ -53,7 +53,7 @@ def seed_media(
                 ],
             )
             uow.commit()
-        items = [DeletedMedia(media_id, hd, ld) for media_id in ids]
+        items = [MediaPoints(media_id, hd, ld) for media_id in ids]
         try:
             for space in SPACES:
                 k = per_media[space]
@@ -79,7 +79,7 @@ def seed_media(
                     )
                 )
                 uow.commit()
-        except DomainError:
+        except STORE_ERRORS:
             abandon_creations(db, vectors, items)
             raise
         # A row the reconciler removed meanwhile (a batch slower than its grace period) is

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from .base import VectorIndex
+from ..config import Settings
+from .base import Space, VectorIndex
 
 
-def build_vector_index(settings: Mapping[str, Any]) -> VectorIndex:
+def build_vector_index(settings: Settings) -> VectorIndex:
     """Return the configured adapter, not yet opened: a Qdrant server if QDRANT_URL is set."""
-    dims = {"hd": int(settings["HD_DIM"]), "ld": int(settings["LD_DIM"])}
-    if settings.get("QDRANT_URL"):
+    dims: dict[Space, int] = {"hd": settings.hd_dim, "ld": settings.ld_dim}
+    if settings.qdrant_url:
         from .server import ServerIndex, connect
 
-        client = connect(settings["QDRANT_URL"], settings.get("QDRANT_API_KEY"))
-        return ServerIndex(client, dims)  # type: ignore[arg-type]
+        client = connect(settings.qdrant_url, settings.qdrant_api_key)
+        return ServerIndex(client, dims)
     from .edge import EdgeIndex
 
-    return EdgeIndex(settings["DATA_DIR"], dims)  # type: ignore[arg-type]
+    return EdgeIndex(settings.data_dir, dims)

@@ -1,4 +1,4 @@
-"""The VectorIndex port: what the services need from a vector store."""
+"""The VectorIndex port: what the services need from a vector store, and its errors."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ def point_id(media_id: str, space: Space, index: int) -> uuid.UUID:
 def point_ids_for(media_id: str, space: Space, count: int) -> list[uuid.UUID]:
     """Return the ids of all `count` points a media has in one space."""
     return [point_id(media_id, space, index) for index in range(count)]
+
+
+class VectorStoreError(Exception):
+    """The vector store failed an operation."""
+
+
+class VectorStoreLocked(VectorStoreError):
+    """The embedded vector store is open in another process."""
 
 
 @dataclass(frozen=True, slots=True)

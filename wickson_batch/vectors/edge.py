@@ -26,8 +26,16 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from ..services.errors import VectorStoreError, VectorStoreLocked
-from .base import COLLECTIONS, SPACES, Hit, Space, StoredPoint, VectorPoint
+from .base import (
+    COLLECTIONS,
+    SPACES,
+    Hit,
+    Space,
+    StoredPoint,
+    VectorPoint,
+    VectorStoreError,
+    VectorStoreLocked,
+)
 
 T = TypeVar("T")
 

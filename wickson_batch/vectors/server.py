@@ -9,8 +9,7 @@ from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient, models
 
-from ..services.errors import VectorStoreError
-from .base import COLLECTIONS, SPACES, Hit, Space, StoredPoint, VectorPoint
+from .base import COLLECTIONS, SPACES, Hit, Space, StoredPoint, VectorPoint, VectorStoreError
 
 T = TypeVar("T")
 

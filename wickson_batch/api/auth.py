@@ -11,12 +11,13 @@ from flask import current_app, g, request
 from flask_limiter import Limiter
 from limits import parse
 
+from ..db import DatabaseUnavailable
+from ..protocol import API_KEY_HEADER, RETRY_AFTER_HEADER
+from ..services.keys import Principal, authenticate
+from .context import settings, stores
 from .errors import InsufficientPermissions, InvalidApiKey, RateLimitExceeded
-from .services.errors import DomainError
-from .services.keys import Principal, authenticate
-from .stores import stores
 
-API_KEY_HEADER = "X-Api-Key"
+LIMITER_EXTENSION = "wickson_limiter"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -43,12 +44,12 @@ def quiet_principal() -> Principal | None:
         if _locked_out():
             return None
         return current_principal()
-    except DomainError:
+    except DatabaseUnavailable:
         return None
 
 
 def _failures_bucket() -> tuple[Limiter, str]:
-    limiter: Limiter = current_app.extensions["wickson_limiter"]
+    limiter: Limiter = current_app.extensions[LIMITER_EXTENSION]
     return limiter, f"authfail:{request.remote_addr or 'unknown'}"
 
 
@@ -57,7 +58,7 @@ def _locked_out() -> bool:
     locked = g.get("auth_locked_out")
     if locked is None:
         limiter, address = _failures_bucket()
-        limit = parse(current_app.config["AUTH_FAILURE_LIMIT"])
+        limit = parse(settings().auth_failure_limit)
         locked = g.auth_locked_out = not limiter.limiter.test(limit, address)
     return bool(locked)
 
@@ -69,19 +70,19 @@ def refuse_if_guessing() -> None:
     """
     if _locked_out():
         limiter, address = _failures_bucket()
-        limit = parse(current_app.config["AUTH_FAILURE_LIMIT"])
+        limit = parse(settings().auth_failure_limit)
         reset_at, _ = limiter.limiter.get_window_stats(limit, address)
         wait = max(1, int(reset_at - time.time() + 0.999))
         raise RateLimitExceeded(
             f"Too many failed authentications from this address; retry in {wait} seconds",
             {"limit": str(limit)},
-            {"Retry-After": str(wait)},
+            {RETRY_AFTER_HEADER: str(wait)},
         )
 
 
 def _count_failure() -> None:
     limiter, address = _failures_bucket()
-    limiter.limiter.hit(parse(current_app.config["AUTH_FAILURE_LIMIT"]), address)
+    limiter.limiter.hit(parse(settings().auth_failure_limit), address)
 
 
 def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -1,48 +1,27 @@
-"""The error codes, the ApiError hierarchy, the one envelope renderer and its handlers."""
+"""The ApiError hierarchy, the one envelope renderer, and the one table from domain errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .logging import current_request_id
-from .services.errors import (
-    DatabaseUnavailable,
-    DomainError,
+from ..db import DatabaseUnavailable
+from ..logs import current_request_id
+from ..protocol import IDEMPOTENCY_KEY_HEADER, ErrorCode
+from ..services.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidVectors,
     MediaNotFound,
     OperationNotFound,
-    VectorStoreError,
 )
+from ..vectors.base import VectorStoreError
 
 log = structlog.get_logger("wickson_batch")
-
-
-class ErrorCode:
-    """Every `error.code` the API can return."""
-
-    MISSING_MEDIA_IDS = "MISSING_MEDIA_IDS"
-    INVALID_MEDIA_IDS = "INVALID_MEDIA_IDS"
-    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
-    INVALID_REQUEST = "INVALID_REQUEST"
-    INVALID_API_KEY = "INVALID_API_KEY"
-    INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
-    MEDIA_NOT_FOUND = "MEDIA_NOT_FOUND"
-    OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
-    IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
-    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    NOT_FOUND = "NOT_FOUND"
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
-    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
-    PROCESSING_ERROR = "PROCESSING_ERROR"
-    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class ApiError(Exception):
@@ -133,8 +112,6 @@ class ProcessingError(ApiError):
     code = ErrorCode.PROCESSING_ERROR
 
 
-IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
-
 SEND_JSON = (
     "Send a JSON body with the header 'Content-Type: application/json' "
     "(with curl: -H 'Content-Type: application/json')"
@@ -191,40 +168,63 @@ def handle_http_exception(error: HTTPException) -> Response:
     return response
 
 
+def _database_unavailable(error: Exception) -> ApiError:
+    log.error("database.unavailable", error=str(error))
+    return ServiceUnavailable("The database is unavailable; nothing was changed. Retry later.")
+
+
+def _vectors_unavailable(error: Exception) -> ApiError:
+    log.error("vectors.unavailable", error=str(error))
+    return ServiceUnavailable("The vector store is unavailable. Retry later.")
+
+
+def _media_not_found(error: MediaNotFound) -> ApiError:
+    return MediaNotFoundError(f"Media {error.media_id} not found")
+
+
+def _operation_not_found(error: OperationNotFound) -> ApiError:
+    return OperationNotFoundError(f"Operation {error.operation_id[:128]} not found")
+
+
+def _invalid_vectors(error: InvalidVectors) -> ApiError:
+    return InvalidRequest(str(error), {"field": error.field})
+
+
+def _key_in_use(_error: IdempotencyKeyInUse) -> ApiError:
+    return IdempotencyKeyInUseError(
+        "A request with this Idempotency-Key is still being processed; retry in a "
+        "second to get its answer",
+        {"header": IDEMPOTENCY_KEY_HEADER},
+    )
+
+
+def _key_reused(_error: IdempotencyKeyReused) -> ApiError:
+    return IdempotencyKeyReusedError(
+        "This Idempotency-Key was used with a different request body; "
+        "send a new key for a new request",
+        {"header": IDEMPOTENCY_KEY_HEADER},
+    )
+
+
+# The one table from the errors the layers below raise to what the caller sees. A class
+# not listed here (nor below one that is) is unexpected: a 500 without internals.
+DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
+    MediaNotFound: _media_not_found,
+    OperationNotFound: _operation_not_found,
+    InvalidVectors: _invalid_vectors,
+    IdempotencyKeyInUse: _key_in_use,
+    IdempotencyKeyReused: _key_reused,
+    DatabaseUnavailable: _database_unavailable,
+    VectorStoreError: _vectors_unavailable,
+}
+
+
 def handle_domain_error(error: Exception) -> Response:
-    """Map an error the services raised to its HTTP form."""
-    if isinstance(error, MediaNotFound):
-        return handle_api_error(MediaNotFoundError(f"Media {error.media_id} not found"))
-    if isinstance(error, OperationNotFound):
-        return handle_api_error(
-            OperationNotFoundError(f"Operation {error.operation_id[:128]} not found")
-        )
-    if isinstance(error, IdempotencyKeyInUse):
-        return handle_api_error(
-            IdempotencyKeyInUseError(
-                "A request with this Idempotency-Key is still being processed; retry in a "
-                "second to get its answer",
-                {"header": IDEMPOTENCY_KEY_HEADER},
-            )
-        )
-    if isinstance(error, IdempotencyKeyReused):
-        return handle_api_error(
-            IdempotencyKeyReusedError(
-                "This Idempotency-Key was used with a different request body; "
-                "send a new key for a new request",
-                {"header": IDEMPOTENCY_KEY_HEADER},
-            )
-        )
-    if isinstance(error, DatabaseUnavailable):
-        log.error("database.unavailable", error=str(error))
-        return handle_api_error(
-            ServiceUnavailable("The database is unavailable; nothing was changed. Retry later.")
-        )
-    if isinstance(error, InvalidVectors):
-        return handle_api_error(InvalidRequest(str(error), {"field": error.field}))
-    if isinstance(error, VectorStoreError):
-        log.error("vectors.unavailable", error=str(error))
-        return handle_api_error(ServiceUnavailable("The vector store is unavailable. Retry later."))
+    """Map an error the services raised to its HTTP form through DOMAIN_ERRORS."""
+    for cls in type(error).__mro__:
+        to_api = DOMAIN_ERRORS.get(cls)
+        if to_api is not None:
+            return handle_api_error(to_api(error))
     return handle_unexpected(error)
 
 
@@ -244,5 +244,6 @@ def register_handlers(app: Flask) -> None:
     """Route every error through the envelope."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(DomainError, handle_domain_error)
+    for domain_error in DOMAIN_ERRORS:
+        app.register_error_handler(domain_error, handle_domain_error)
     app.register_error_handler(Exception, handle_unexpected)

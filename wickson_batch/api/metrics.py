@@ -20,10 +20,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .services.cleanup import pending_cleanup_count
-from .services.deletion import BatchOutcome
-from .services.errors import DomainError
-from .vectors.base import SPACES
+from ..config import Settings
+from ..db import DatabaseUnavailable
+from ..services.cleanup import pending_cleanup_count
+from ..services.deletion import BatchOutcome
+from ..services.stores import Stores
+from ..vectors.base import SPACES
+from .context import stores
 
 # Set by gunicorn.conf.py before any worker imports prometheus_client: every worker then
 # writes its samples to files there and a scrape of any worker adds them all up.
@@ -118,16 +121,13 @@ class Metrics:
 class PendingCleanupCollector(Collector):
     """Reads the number of waiting cleanup tasks from the database at scrape time."""
 
-    def __init__(self, app: Flask) -> None:
-        self.app = app
+    def __init__(self, held: Stores) -> None:
+        self.held = held
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        held = self.app.extensions.get("wickson")
-        if held is None:
-            return
         try:
-            pending = pending_cleanup_count(held.db)
-        except DomainError as error:  # a scrape must still answer; the gauge is left out
+            pending = pending_cleanup_count(self.held.db)
+        except DatabaseUnavailable as error:  # a scrape must still answer; the gauge is left out
             log.warning("metrics.cleanup_pending_unavailable", error=str(error))
             return
         yield GaugeMetricFamily(
@@ -171,7 +171,7 @@ def _scrape_registry() -> CollectorRegistry:
     # Under gunicorn every worker's samples are in files: add them all up, per scrape.
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(PendingCleanupCollector(current_app._get_current_object()))  # type: ignore[attr-defined]
+    registry.register(PendingCleanupCollector(stores()))
     return registry
 
 
@@ -181,13 +181,13 @@ def scrape() -> Response:
     return Response(generate_latest(_scrape_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, settings: Settings, held: Stores) -> None:
     """Create this app's metrics, count every request, and serve GET /metrics (if enabled)."""
     registry = CollectorRegistry()
     app.extensions[EXTENSION] = Metrics(registry)
     if not multiprocess_mode():
-        registry.register(PendingCleanupCollector(app))
+        registry.register(PendingCleanupCollector(held))
     app.before_request(_start_timer)
     app.after_request(_count_request)
-    if app.config.get("METRICS_ENABLED", True):
+    if settings.metrics_enabled:
         app.register_blueprint(bp)

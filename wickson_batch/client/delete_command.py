@@ -27,9 +27,9 @@ from typing import IO, Any
 import click
 import httpx
 
-from .api.schemas import MEDIA_ID_RULE, is_media_id
+from ..protocol import DEFAULT_MAX_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from ..protocol import MEDIA_ID_RULE, is_media_id
 from .client import (
-    DEFAULT_BATCH_SIZE,
     ApiError,
     Batch,
     BatchResult,

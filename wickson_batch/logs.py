@@ -16,7 +16,8 @@ from typing import Any, TextIO
 import structlog
 from flask import Flask, Response, g, request
 
-REQUEST_ID_HEADER = "X-Request-ID"
+from .protocol import REQUEST_ID_HEADER
+
 # A caller's request id is echoed only when it is short and plain; anything else is replaced.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

@@ -18,16 +18,20 @@ from typing import Any
 
 import httpx
 
-from .api.schemas import MEDIA_ID_RULE, is_media_id
+from ..protocol import (
+    API_KEY_HEADER,
+    BATCH_PATH,
+    IDEMPOTENCY_KEY_HEADER,
+    MEDIA_ID_RULE,
+    REPLAYED_HEADER,
+    RETRY_AFTER_HEADER,
+    ErrorCode,
+    is_media_id,
+)
+from ..protocol import DEFAULT_MAX_BATCH_SIZE as DEFAULT_BATCH_SIZE
 
-DEFAULT_BATCH_SIZE = 100  # the server's MAX_BATCH_SIZE unless it was configured otherwise
-BATCH_PATH = "/v1/media/batch"
-IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
 # The longest wait a Retry-After header is obeyed for.
 MAX_RETRY_AFTER = 86_400.0
-BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 
 # Failures worth another attempt: the request may not have arrived, or its answer was lost.
 # Other transport errors (a bad URL scheme, a proxy refusing) would fail the same way again.
@@ -221,7 +225,7 @@ class WicksonClient:
         self._random = random_fraction
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={"X-Api-Key": api_key, "User-Agent": "wickson-batch-client"},
+            headers={API_KEY_HEADER: api_key, "User-Agent": "wickson-batch-client"},
             timeout=timeout,
             transport=transport,
         )
@@ -321,7 +325,7 @@ class WicksonClient:
                 if response.status_code == 200:
                     return _batch_result(batch, response, failures, waits, waited)
                 refusal = _api_error(response)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(response.headers.get(RETRY_AFTER_HEADER))
                 if response.status_code == 429:
                     # The limit is not a failure: wait as told and send the same batch again.
                     waits += 1
@@ -331,7 +335,7 @@ class WicksonClient:
                     why = f"rate limited: {refusal.server_message}"
                     waited += self._wait(delay, why, on_wait)
                     continue
-                if refusal.code == IDEMPOTENCY_KEY_IN_USE:
+                if refusal.code == ErrorCode.IDEMPOTENCY_KEY_IN_USE:
                     # The first send of this batch is still at work, or its server died after
                     # deciding it (the server then answers 409 until the operation is older
                     # than its RECONCILE_GRACE_SECONDS, 60 by default): poll as told, for up
@@ -375,7 +379,7 @@ def _stopped(error: WicksonError, result: DeleteResult, queue: deque[Batch]) -> 
 
 
 def _smaller_batch_size(error: ApiError, sent: int) -> int | None:
-    if error.code != BATCH_TOO_LARGE:
+    if error.code != ErrorCode.BATCH_TOO_LARGE:
         return None
     limit = error.details.get("max_batch_size")
     if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < sent:

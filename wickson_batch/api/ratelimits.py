@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter
 from limits.storage import RedisStorage
 from redis import Redis
 
-from .auth import quiet_principal
-
-RETRY_AFTER = "Retry-After"
+from ..protocol import RETRY_AFTER_HEADER as RETRY_AFTER
+from .auth import LIMITER_EXTENSION, quiet_principal
+from .context import settings
 
 
 class PreciseRedisStorage(RedisStorage):
@@ -45,7 +45,7 @@ def rate_limit_for_request() -> str:
     principal = quiet_principal()
     if principal is not None and principal.rate_limit:
         return principal.rate_limit
-    return str(current_app.config["RATE_LIMIT_DEFAULT"])
+    return settings().rate_limit_default
 
 
 def _tidy_retry_after(response: Response) -> Response:
@@ -75,4 +75,5 @@ def init_app(app: Flask) -> Limiter:
         application_limits=[rate_limit_for_request],
         headers_enabled=True,
     )
+    app.extensions[LIMITER_EXTENSION] = limiter
     return limiter

@@ -5,18 +5,15 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from flask import current_app
 
-from .db import Database
-from .services.cleanup import Reconciler
-from .services.errors import VectorStoreLocked
-from .vectors import build_vector_index
-from .vectors.base import VectorIndex
+from ..config import Settings
+from ..db import Database
+from ..vectors import build_vector_index
+from ..vectors.base import VectorIndex, VectorStoreLocked
+from .cleanup import Reconciler
 
 # One file per serving process, `DATA_DIR/run/<pid>.running`, locked while the process
 # lives and removed at a clean stop. One that can be locked by someone else was left by a
@@ -69,26 +66,26 @@ class Stores:
     marker_fd: int | None = None
 
     @classmethod
-    def open(cls, settings: Mapping[str, Any]) -> Stores:
+    def open(cls, settings: Settings) -> Stores:
         """Connect both stores, creating the schema and collections that are missing."""
-        db = Database(settings["DATABASE_URL"])
+        db = Database(settings.database_url)
         db.create_schema()
         vectors = build_vector_index(settings)
         try:
-            _ensure(vectors, float(settings.get("STORE_LOCK_WAIT_SECONDS") or 0))
+            _ensure(vectors, settings.store_lock_wait_seconds)
         except Exception:
             db.dispose()
             raise
         return cls(db, vectors)
 
-    def start_reconciler(self, settings: Mapping[str, Any]) -> None:
+    def start_reconciler(self, settings: Settings) -> None:
         """Run the reconciler in this process; after an unclean stop, scan for orphans first."""
-        self.marker, self.marker_fd, unclean = claim_run_marker(settings["DATA_DIR"])
+        self.marker, self.marker_fd, unclean = claim_run_marker(settings.data_dir)
         self.reconciler = Reconciler(
             self.db,
             self.vectors,
-            interval=float(settings["RECONCILE_INTERVAL_SECONDS"]),
-            grace=float(settings["RECONCILE_GRACE_SECONDS"]),
+            interval=settings.reconcile_interval_seconds,
+            grace=settings.reconcile_grace_seconds,
             full_scan_first=unclean,
         )
         self.reconciler.start()
@@ -130,8 +127,3 @@ def _ensure(vectors: VectorIndex, wait: float) -> None:
                 waiting = True
                 log.info("stores.waiting_for_lock", seconds=wait, reason=str(error))
             time.sleep(LOCK_POLL_SECONDS)
-
-
-def stores() -> Stores:
-    """Return the stores of the current app."""
-    return current_app.extensions["wickson"]  # type: ignore[no-any-return]

@@ -1,0 +1,47 @@
+"""The web layer: authentication, rate limits, the error envelope, schemas and blueprints."""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .. import logs
+from ..config import Settings
+from ..services.stores import Stores
+from . import docs, errors, health, media, metrics, openapi, operations, ratelimits
+from .context import SETTINGS_EXTENSION, STORES_EXTENSION
+
+__all__ = ["build_api"]
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def build_api(settings: Settings, held: Stores) -> Flask:
+    """Return the Flask app serving the API over `held`, configured by `settings`."""
+    app = Flask("wickson_batch", static_folder=None)
+    app.config.from_mapping(settings.flask_config())
+    app.extensions[SETTINGS_EXTENSION] = settings
+    app.extensions[STORES_EXTENSION] = held
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxy_hops > 0:
+        # The client address (rate limits, failed authentications) comes from the proxies.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+    logs.init_app(app)
+    # Before the limiter, so that a refused request is timed too.
+    metrics.init_app(app, settings, held)
+    errors.register_handlers(app)
+    app.after_request(_security_headers)
+    limiter = ratelimits.init_app(app)
+    app.register_blueprint(media.bp)
+    app.register_blueprint(operations.bp)
+    for unlimited in (health.bp, openapi.bp, docs.bp):
+        app.register_blueprint(unlimited)
+        limiter.exempt(unlimited)
+    limiter.exempt(metrics.bp)
+    return app
