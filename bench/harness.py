@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wickson_batch.protocol import API_KEY_HEADER, BATCH_PATH
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 OWNER = "bench"
@@ -260,8 +262,8 @@ def serving(store: Store, log_path: Path) -> Iterator[Server]:
 def delete_over_http(conn: http.client.HTTPConnection, key: str, ids: list[str]) -> None:
     """Send one batch deletion and check every id was deleted."""
     body = json.dumps({"media_ids": ids, "reason": "bench"})
-    headers = {"Content-Type": "application/json", "X-Api-Key": key}
-    conn.request("DELETE", "/v1/media/batch", body=body, headers=headers)
+    headers = {"Content-Type": "application/json", API_KEY_HEADER: key}
+    conn.request("DELETE", BATCH_PATH, body=body, headers=headers)
     response = conn.getresponse()
     data = json.loads(response.read())
     if response.status != 200 or data["data"]["deleted"]["count"] != len(ids):
