@@ -29,7 +29,7 @@ from tests.conftest import settings_for, vector
 from tests.faults import FlakyVectors
 from wickson_batch.cli import main
 from wickson_batch.config import Settings, load_settings
-from wickson_batch.db import _LOCK, MIGRATE_LOCK_SUFFIX, Database, make_engine
+from wickson_batch.db import _LOCK, MIGRATE_LOCK_SUFFIX, Database, SchemaChange, make_engine
 from wickson_batch.models import Base
 from wickson_batch.services import deletion, keys, media
 from wickson_batch.services.stores import Stores
@@ -54,6 +54,14 @@ def engine(url: str) -> Iterator[Engine]:
     made = make_engine(url)
     yield made
     made.dispose()
+
+
+def upgrade(url: str) -> SchemaChange:
+    db = Database(url)
+    try:
+        return db.upgrade_schema()
+    finally:
+        db.dispose()
 
 
 def tables(engine: Engine) -> set[str]:
@@ -172,9 +180,9 @@ def test_a_database_of_the_previous_release_is_stamped_and_keeps_every_row(
 
 
 def test_the_first_revision_is_exactly_the_schema_create_all_made(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, url: str, engine: Engine
 ) -> None:
-    Database(str(engine.url.render_as_string(hide_password=False))).upgrade_schema()
+    upgrade(url)
     reference = make_engine(settings(tmp_path / "create_all").database_url)
     try:
         previous.Base.metadata.create_all(reference)
@@ -184,7 +192,7 @@ def test_the_first_revision_is_exactly_the_schema_create_all_made(
 
 
 def test_after_upgrade_autogenerate_finds_nothing_to_change(url: str, engine: Engine) -> None:
-    change = Database(url).upgrade_schema()
+    change = upgrade(url)
     assert (change.before, change.after, change.stamped) == (None, HEAD, False)
     assert differences(engine) == []
     assert revision(engine) == HEAD
