@@ -80,7 +80,7 @@ main.add_command(delete)
 
 @main.command()
 def init() -> None:
-    """Create the schema and the vector collections if they do not exist."""
+    """Migrate the schema to head and create the vector collections that are missing."""
     with _stores():
         pass
     click.echo("stores ready", err=True)
