@@ -1,4 +1,4 @@
-"""The `wickson-batch` console script: keys, seed, reconcile, check, delete."""
+"""The `wickson-batch` console script: db, keys, seed, reconcile, check, delete."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 
 from .client.delete_command import delete
 from .config import ConfigError, Settings, load_settings
-from .db import Database
+from .db import FIRST_REVISION, Database, SchemaChange, SchemaError
 from .logs import configure_logging
 from .models import iso_utc
 from .protocol import SCOPES
@@ -20,7 +20,7 @@ from .services.errors import STORE_ERRORS, DomainError
 from .services.stores import Stores
 
 # What a command reports as a one-line error, never a traceback.
-_OPERATOR_ERRORS: tuple[type[Exception], ...] = (DomainError, *STORE_ERRORS)
+_OPERATOR_ERRORS: tuple[type[Exception], ...] = (DomainError, SchemaError, *STORE_ERRORS)
 
 
 def _settings() -> Settings:
@@ -36,7 +36,19 @@ def _settings() -> Settings:
 def _database() -> Iterator[Database]:
     db = Database(_settings().database_url)
     try:
-        db.create_schema()
+        db.upgrade_schema()
+        yield db
+    except _OPERATOR_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def _unmigrated_database() -> Iterator[Database]:
+    """The database as it is, for the commands that migrate it or report its revision."""
+    db = Database(_settings().database_url)
+    try:
         yield db
     except _OPERATOR_ERRORS as error:
         raise click.ClickException(str(error)) from None
@@ -68,10 +80,53 @@ main.add_command(delete)
 
 @main.command()
 def init() -> None:
-    """Create the schema and the vector collections if they do not exist."""
+    """Migrate the schema to head and create the vector collections that are missing."""
     with _stores():
         pass
     click.echo("stores ready", err=True)
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Migrate the database schema (the server upgrades to head at start by itself)."""
+
+
+def _report(change: SchemaChange, verb: str, mark: str = "") -> None:
+    before, after = change.before or "base", (change.after or "base") + mark
+    if change.stamped:
+        click.echo(f"stamped the tables made before migrations as {FIRST_REVISION}")
+    if change.before == change.after:
+        click.echo(f"{'' if change.stamped else 'nothing to do: '}the database is at {after}")
+    else:
+        click.echo(f"{verb} {before} -> {after}")
+
+
+@db_group.command(name="upgrade")
+def db_upgrade() -> None:
+    """Migrate the schema to the newest revision (head)."""
+    with _unmigrated_database() as db:
+        change = db.upgrade_schema()
+    _report(change, "upgraded", " (head)")
+
+
+@db_group.command(name="current")
+def db_current() -> None:
+    """Print the database's revision, marked `(head)` when it is the newest."""
+    with _unmigrated_database() as db:
+        described = db.describe_revision()
+    if described:
+        click.echo(described)
+    else:
+        click.echo("no revision: the database is empty or was made before migrations", err=True)
+
+
+@db_group.command(name="downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the schema down to REVISION (`base`: remove every table)."""
+    with _unmigrated_database() as db:
+        change = db.downgrade_schema(revision)
+    _report(change, "downgraded")
 
 
 @main.group(name="keys")

@@ -1,25 +1,77 @@
-"""Engine, sessionmaker, the unit of work (the only place that commits), DatabaseUnavailable."""
+"""Engine, sessionmaker, the unit of work (the only place that commits), the schema's
+migrations (Alembic, one process at a time), DatabaseUnavailable and SchemaError."""
 
 from __future__ import annotations
 
+import fcntl
+import io
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Base
-
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# The PostgreSQL advisory lock that serialises schema creation across processes.
+# The PostgreSQL advisory lock that serialises schema migrations across processes.
 _LOCK = 0x77696B73  # "wiks"
+# Beside a SQLite file `<path>`: the file whose flock serialises its migrations.
+MIGRATE_LOCK_SUFFIX = ".migrate.lock"
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+# The revision that is the schema release 0.1.0 made with `create_all`, and its tables: a
+# database holding them and no `alembic_version` table is stamped at it, never recreated.
+FIRST_REVISION = "0001_initial"
+_FIRST_TABLES = frozenset({"api_keys", "media", "cleanup_tasks", "operations", "idempotency_keys"})
+_VERSION_TABLE = "alembic_version"
+
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(Exception):
     """The SQL database could not be reached; nothing was changed."""
+
+
+class SchemaError(Exception):
+    """The schema cannot be migrated as asked (an unknown revision, tables of unknown origin)."""
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """What a migration did: the revision before and after (None: no revision, `base`)."""
+
+    before: str | None
+    after: str | None
+    # The tables were made before migrations and taken over as they are: `before` is then
+    # the first revision, the one they were stamped at.
+    stamped: bool = False
+
+
+def alembic_config(connection: Connection | None = None, stdout: TextIO | None = None) -> Config:
+    """Return Alembic's configuration, built in code: there is no alembic.ini.
+
+    The migrations (migrations/env.py) run on `connection`; Alembic prints to `stdout`.
+    """
+    config = Config(stdout=stdout if stdout is not None else io.StringIO())
+    config.set_main_option("script_location", MIGRATIONS_DIR)
+    # A revision's file is named by its id alone, e.g. versions/0002_add_holds.py.
+    config.set_main_option("file_template", "%%(rev)s")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -107,19 +159,120 @@ class Database:
         """Start a unit of work."""
         return UnitOfWork(self.sessions)
 
-    def create_schema(self) -> None:
-        """Create the tables that do not exist yet."""
+    def upgrade_schema(self) -> SchemaChange:
+        """Migrate the schema to the newest revision (head), one process at a time.
+
+        Tables made before migrations (by release 0.1.0's `create_all`) are stamped at the
+        first revision, which is exactly their schema, and upgraded from there.
+        """
+
+        def upgrade(connection: Connection) -> SchemaChange:
+            before, stamped = self._adopt(connection)
+            command.upgrade(alembic_config(connection), "head")
+            return SchemaChange(before, _revision(connection), stamped)
+
+        return self._migrate(upgrade)
+
+    def downgrade_schema(self, revision: str) -> SchemaChange:
+        """Migrate the schema down to `revision` (`base`: no tables), one process at a time."""
+
+        def downgrade(connection: Connection) -> SchemaChange:
+            before, stamped = self._adopt(connection)
+            command.downgrade(alembic_config(connection), revision)
+            return SchemaChange(before, _revision(connection), stamped)
+
+        return self._migrate(downgrade)
+
+    def describe_revision(self) -> str:
+        """Return the revision as `alembic current` prints it, e.g. `0001_initial (head)`.
+
+        Empty when the database has no revision (empty, or made before migrations).
+        """
+
+        def current(connection: Connection) -> str:
+            out = io.StringIO()
+            command.current(alembic_config(connection, out))
+            return out.getvalue().strip()
+
+        return self._guarded(lambda: self._on_connection(current))
+
+    def _adopt(self, connection: Connection) -> tuple[str | None, bool]:
+        """Stamp the tables release 0.1.0 made; return the revision now and whether it stamped."""
+        tables = set(inspect(connection).get_table_names())
+        if _VERSION_TABLE in tables:
+            return _revision(connection), False
+        found = tables & _FIRST_TABLES
+        if not found:
+            return None, False
+        if found != _FIRST_TABLES:
+            missing = ", ".join(sorted(_FIRST_TABLES - found))
+            raise SchemaError(
+                f"the database holds some of wickson-batch's tables but not {missing}, and no "
+                f"{_VERSION_TABLE} table: it was not made by wickson-batch; nothing was changed"
+            )
+        command.stamp(alembic_config(connection), FIRST_REVISION)
+        return FIRST_REVISION, True
+
+    def _migrate(self, step: Callable[[Connection], T]) -> T:
+        """Run `step` in one transaction on a connection, holding the migration lock."""
+
+        def locked() -> T:
+            with self._file_lock(), self.engine.connect() as connection:
+                with self._advisory_lock(connection), connection.begin():
+                    return step(connection)
+
+        return self._guarded(locked)
+
+    def _on_connection(self, step: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as connection:
+            return step(connection)
+
+    def _guarded(self, run: Callable[[], T]) -> T:
         try:
-            with self.engine.begin() as connection:
-                if self.dialect == "postgresql":
-                    # Several workers (or hosts) start at once on a fresh database: one creates
-                    # the tables, the others wait for it here and then find them.
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
-                Base.metadata.create_all(connection)
+            return run()
         except DBAPIError as error:
             if _is_unavailable(error):
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error
             raise
+        except CommandError as error:
+            raise SchemaError(str(error)) from error
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """For a SQLite file, hold an exclusive flock on the file beside it; else nothing."""
+        parsed = make_url(self.url)
+        path = parsed.database
+        if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+            yield
+            return
+        fd = os.open(os.path.abspath(path) + MIGRATE_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the process that migrates now
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextmanager
+    def _advisory_lock(self, connection: Connection) -> Iterator[None]:
+        """On PostgreSQL, hold the session advisory lock `_LOCK` on `connection`.
+
+        Several workers (or hosts) start at once: one migrates, the others wait for it here
+        and then find the schema at head.
+        """
+        if self.dialect != "postgresql":
+            yield
+            return
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK})
+        connection.commit()
+        try:
+            yield
+        finally:
+            try:
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK})
+                connection.commit()
+            except DBAPIError:
+                pass  # the connection is gone, and with it the lock; the original error says why
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers a query."""

@@ -53,7 +53,7 @@ def invoke(data_dir: Path) -> Invoke:
 def db(data_dir: Path) -> Iterator[Database]:
     """The database the console script uses by default: DATA_DIR/wickson.db."""
     database = Database(f"sqlite:///{data_dir / 'wickson.db'}")
-    database.create_schema()
+    database.upgrade_schema()
     yield database
     database.dispose()
 

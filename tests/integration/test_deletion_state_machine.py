@@ -87,7 +87,7 @@ class DeletionMachine(RuleBasedStateMachine):
         super().__init__()
         self.folder = tempfile.mkdtemp(prefix="wickson-machine-")
         self.db = Database(f"sqlite:///{Path(self.folder) / 'machine.db'}")
-        self.db.create_schema()
+        self.db.upgrade_schema()
         self.vectors = FlakyVectors(self.store, spaces=())
         self.vectors.failing = False
         self.key_ids = {owner: keys.create_key(self.db, owner=owner)[0].id for owner in OWNERS}

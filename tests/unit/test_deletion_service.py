@@ -64,7 +64,7 @@ class FakeVectors:
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'unit.db'}")
-    database.create_schema()
+    database.upgrade_schema()
     yield database
     database.dispose()
 

@@ -67,9 +67,9 @@ class Stores:
 
     @classmethod
     def open(cls, settings: Settings) -> Stores:
-        """Connect both stores, creating the schema and collections that are missing."""
+        """Connect both stores: migrate the schema to head, create the missing collections."""
         db = Database(settings.database_url)
-        db.create_schema()
+        db.upgrade_schema()
         vectors = build_vector_index(settings)
         try:
             _ensure(vectors, settings.store_lock_wait_seconds)

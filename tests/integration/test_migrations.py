@@ -1,0 +1,357 @@
+"""Schema migrations (DESIGN.md section 8) on SQLite and, in the server pass, PostgreSQL.
+
+The database of the release before migrations is made by `create_all` of that release's
+own models, kept verbatim in tests/models_4fe7ebd.py (wickson_batch/models.py of commit
+4fe7ebd), so these tests need no git history.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine, inspect, select, text
+
+from tests import models_4fe7ebd as previous
+from tests.conftest import settings_for, vector
+from tests.faults import FlakyVectors
+from wickson_batch.cli import main
+from wickson_batch.config import Settings, load_settings
+from wickson_batch.db import _LOCK, MIGRATE_LOCK_SUFFIX, Database, SchemaChange, make_engine
+from wickson_batch.models import Base
+from wickson_batch.services import deletion, keys, media
+from wickson_batch.services.stores import Stores
+from wickson_batch.vectors import build_vector_index
+
+HEAD = "0001_initial"
+TABLES = {"api_keys", "media", "cleanup_tasks", "operations", "idempotency_keys"}
+
+
+def settings(folder: Path) -> Settings:
+    """Settings whose database is this folder's (a SQLite file, or a PostgreSQL schema)."""
+    return load_settings(settings_for(folder, "qdrant-local"), environ={})
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return settings(tmp_path).database_url
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    made = make_engine(url)
+    yield made
+    made.dispose()
+
+
+def upgrade(url: str) -> SchemaChange:
+    db = Database(url)
+    try:
+        return db.upgrade_schema()
+    finally:
+        db.dispose()
+
+
+def tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def differences(engine: Engine) -> list[Any]:
+    """What Alembic's autogenerate would change to make the database match the models."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the previous release, in primary-key order."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as connection:
+        for table in previous.Base.metadata.sorted_tables:
+            query = select(table).order_by(*table.primary_key.columns)
+            found[table.name] = [tuple(row) for row in connection.execute(query)]
+    return found
+
+
+def structure(engine: Engine) -> dict[str, Any]:
+    """The schema as the database reports it: columns, keys, indexes, and SQLite's own DDL."""
+    found: dict[str, Any] = {}
+    inspector = inspect(engine)
+    for table in sorted(TABLES):
+        found[table] = {
+            "columns": [
+                (c["name"], repr(c["type"]), c["nullable"], c.get("default"))
+                for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table),
+            "unique": inspector.get_unique_constraints(table),
+            "indexes": sorted(
+                (
+                    index["name"],
+                    index["column_names"],
+                    index["unique"],
+                    {key: str(value) for key, value in index.get("dialect_options", {}).items()},
+                )
+                for index in inspector.get_indexes(table)
+            ),
+        }
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            found["sqlite_master"] = sorted(
+                tuple(row)
+                for row in connection.execute(
+                    text("SELECT type, name, tbl_name, sql FROM sqlite_master")
+                )
+                if "alembic_version" not in row.tbl_name
+            )
+    return found
+
+
+def test_a_database_of_the_previous_release_is_stamped_and_keeps_every_row(
+    tmp_path: Path, engine: Engine
+) -> None:
+    config = settings(tmp_path)
+    previous.Base.metadata.create_all(engine)
+    db = Database(config.database_url)  # no migration: the previous release's tables as they are
+    inner = build_vector_index(config)
+    inner.ensure()
+    try:
+        info, secret = keys.create_key(db, owner="alice", rate_limit="50/minute", name="ci")
+        revoked, _ = keys.create_key(db, owner="bob", scopes=("media:read",))
+        keys.revoke_key(db, revoked.id)
+        ids = [
+            media.create_media(
+                db,
+                inner,
+                owner="alice",
+                hd_vectors=[vector(config.hd_dim, n)],
+                ld_vectors=[vector(config.ld_dim, n)] * n,
+                title=f"clip {n}" if n else None,
+                metadata={"n": n, "tags": ["a", "é"]} if n else None,
+            ).media_id
+            for n in range(3)
+        ]
+        # The vector store refuses the deletion: the points stay owed, as cleanup tasks.
+        outcome = deletion.delete_batch(
+            db,
+            FlakyVectors(inner),
+            owner="alice",
+            media_ids=[ids[0], ids[1], "vec-" + "0" * 32],
+            reason="GDPR request 7",
+            api_key_id=info.id,
+            idempotency_key="retry-safe-1",
+        )
+        assert outcome.cleanup_pending
+    finally:
+        inner.close()
+        db.dispose()
+    before = rows(engine)
+    assert all(before.values()), {name: len(found) for name, found in before.items()}
+    assert "alembic_version" not in tables(engine)
+
+    held = Stores.open(config)
+    try:
+        assert held.db.describe_revision() == f"{HEAD} (head)"
+        found = keys.authenticate(held.db, secret)
+        assert found is not None and found.owner == "alice"
+    finally:
+        held.close()
+
+    assert rows(engine) == before
+    assert tables(engine) == TABLES | {"alembic_version"}
+    assert differences(engine) == []
+
+
+def test_the_first_revision_is_exactly_the_schema_create_all_made(
+    tmp_path: Path, url: str, engine: Engine
+) -> None:
+    upgrade(url)
+    reference = make_engine(settings(tmp_path / "create_all").database_url)
+    try:
+        previous.Base.metadata.create_all(reference)
+        assert structure(engine) == structure(reference)
+    finally:
+        reference.dispose()
+
+
+def test_after_upgrade_autogenerate_finds_nothing_to_change(url: str, engine: Engine) -> None:
+    change = upgrade(url)
+    assert (change.before, change.after, change.stamped) == (None, HEAD, False)
+    assert differences(engine) == []
+    assert revision(engine) == HEAD
+
+
+def invoke(url: str, *args: str) -> Result:
+    env: dict[str, str | None] = {"DATABASE_URL": url, "DATA_DIR": None}
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_the_db_commands_upgrade_report_and_downgrade(url: str, engine: Engine) -> None:
+    result = invoke(url, "db", "current")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == "no revision: the database is empty or was made before migrations\n"
+
+    result = invoke(url, "db", "upgrade")
+    assert (result.exit_code, result.stdout) == (0, f"upgraded base -> {HEAD} (head)\n")
+    assert tables(engine) == TABLES | {"alembic_version"}
+    result = invoke(url, "db", "current")
+    assert (result.exit_code, result.stdout) == (0, f"{HEAD} (head)\n")
+    result = invoke(url, "db", "upgrade")
+    assert result.stdout == f"nothing to do: the database is at {HEAD} (head)\n"
+
+    result = invoke(url, "db", "downgrade", "base")
+    assert (result.exit_code, result.stdout) == (0, f"downgraded {HEAD} -> base\n")
+    assert tables(engine) == {"alembic_version"}
+    assert revision(engine) is None
+
+    result = invoke(url, "db", "upgrade")
+    assert (result.exit_code, result.stdout) == (0, f"upgraded base -> {HEAD} (head)\n")
+    assert differences(engine) == []
+
+
+def test_db_upgrade_stamps_the_previous_release_schema(url: str, engine: Engine) -> None:
+    previous.Base.metadata.create_all(engine)
+    result = invoke(url, "db", "upgrade")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        f"stamped the tables made before migrations as {HEAD}\nthe database is at {HEAD} (head)\n",
+    )
+    assert revision(engine) == HEAD
+
+
+def test_an_unknown_revision_is_a_one_line_error(url: str) -> None:
+    invoke(url, "db", "upgrade")
+    result = invoke(url, "db", "downgrade", "nonsense")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "Error: Can't locate revision identified by 'nonsense'\n"
+
+
+def test_db_upgrade_without_a_database_server_is_one_line() -> None:
+    result = invoke("postgresql+psycopg://nobody@127.0.0.1:1/none", "db", "upgrade")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: (psycopg.OperationalError) connection failed:"), line
+
+
+def test_tables_of_unknown_origin_are_left_alone(url: str, engine: Engine) -> None:
+    previous.Base.metadata.tables["media"].create(engine)
+    result = invoke(url, "db", "upgrade")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: the database holds some of wickson-batch's tables but not api_keys, "
+        "cleanup_tasks, idempotency_keys, operations, and no alembic_version table: it was "
+        "not made by wickson-batch; nothing was changed\n"
+    )
+    assert tables(engine) == {"media"}
+
+
+# A process that upgrades `url` once `go` exists, so that several start at the same moment.
+UPGRADER = textwrap.dedent(
+    """
+    import os, sys, time
+    from wickson_batch.db import Database
+    url, ready, go = sys.argv[1:]
+    db = Database(url)
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    change = db.upgrade_schema()
+    print(change.before, change.after, change.stamped)
+    """
+)
+
+
+def upgraders(url: str, folder: Path, count: int) -> list[subprocess.Popen[str]]:
+    """Start `count` upgrading processes; return once each waits for the signal to go."""
+    go = folder / "go"
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", UPGRADER, url, str(folder / f"ready{n}"), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(count)
+    ]
+    deadline = time.monotonic() + 30
+    while not all((folder / f"ready{n}").exists() for n in range(count)):
+        assert time.monotonic() < deadline, "the upgraders did not start"
+        time.sleep(0.01)
+    return started
+
+
+def finished(process: subprocess.Popen[str]) -> str:
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_processes_upgrading_one_fresh_database_at_once_all_succeed(
+    tmp_path: Path, url: str, engine: Engine
+) -> None:
+    started = upgraders(url, tmp_path, 3)
+    (tmp_path / "go").touch()
+    outputs = sorted(finished(process) for process in started)
+    # One created the tables; the others waited for its lock, then found them at head.
+    assert outputs == [
+        f"{HEAD} {HEAD} False\n",
+        f"{HEAD} {HEAD} False\n",
+        f"None {HEAD} False\n",
+    ]
+    assert differences(engine) == []
+    with engine.connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    assert [tuple(row) for row in versions] == [(HEAD,)]
+
+
+@contextmanager
+def migration_lock_held(engine: Engine) -> Iterator[None]:
+    """Hold the lock an upgrade takes: PostgreSQL's advisory lock, or the file beside SQLite's."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK})
+                connection.commit()
+        return
+    path = os.path.abspath(str(engine.url.database)) + MIGRATE_LOCK_SUFFIX
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_an_upgrade_waits_while_another_process_holds_the_lock(
+    tmp_path: Path, url: str, engine: Engine
+) -> None:
+    with migration_lock_held(engine):
+        (process,) = upgraders(url, tmp_path, 1)
+        (tmp_path / "go").touch()
+        time.sleep(0.5)
+        assert process.poll() is None
+        assert tables(engine) == set()
+    assert finished(process) == f"None {HEAD} False\n"
+    assert differences(engine) == []
