@@ -10,6 +10,14 @@ calls use (collections: list, exists, get, create, delete, payload index; points
 delete, count, query, scroll), with the same request and response bodies, by handing each
 request to an in-memory `QdrantClient(":memory:")` under one lock. Only for tests: local mode
 is slow above some 20k points and keeps nothing on disk.
+
+What only the stand-in has, for tests that run it in their own process (`running()`): the
+log of every request it received (`engine.requests`: method, path, query, body), a delay
+before each answer (`engine.delay_seconds`), and an update status to answer in place of
+`completed` (`engine.update_status`). It keeps and reports a collection's shard number,
+replication and write consistency factors (1 each unless given, as a single Qdrant node
+does) but acts on none of them, nor on `ordering`: it has one replica of one shard. It
+serves no gRPC.
 """
 
 from __future__ import annotations
@@ -21,14 +29,19 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel
 from qdrant_client import QdrantClient, models
 
 VERSION = "1.20.0"  # what GET / reports: the client checks it against its own
+# Collection parameters a single Qdrant node reports when the creator gave none.
+CLUSTER_DEFAULTS = {"shard_number": 1, "replication_factor": 1, "write_consistency_factor": 1}
 
 
 class NotFound(Exception):
@@ -47,12 +60,36 @@ def _dump(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request as the stand-in received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+
 class StandIn:
     """The local-mode engine behind the HTTP routes; one request at a time."""
 
     def __init__(self) -> None:
         self.client = QdrantClient(location=":memory:")
         self.lock = threading.Lock()
+        self.requests: list[Received] = []
+        self.delay_seconds = 0.0
+        self.update_status: str | None = None
+        self.cluster: dict[str, dict[str, int]] = {}
+
+    def received(self, method: str, path: str | None = None) -> list[Received]:
+        """Return the requests received with this method (and path), oldest first."""
+        with self.lock:
+            return [r for r in self.requests if r.method == method and path in (None, r.path)]
+
+    def _update(self, result: models.UpdateResult) -> models.UpdateResult:
+        if self.update_status is None:
+            return result
+        return result.model_copy(update={"status": models.UpdateStatus(self.update_status)})
 
     def _known(self, name: str) -> None:
         if not self.client.collection_exists(name):
@@ -66,15 +103,23 @@ class StandIn:
 
     def get(self, name: str, body: Any) -> Any:
         self._known(name)
-        return self.client.get_collection(name)
+        info = self.client.get_collection(name)
+        params = info.config.params.model_copy(update=self.cluster.get(name, CLUSTER_DEFAULTS))
+        return info.model_copy(update={"config": info.config.model_copy(update={"params": params})})
 
     def create(self, name: str, body: Any) -> Any:
         if self.client.collection_exists(name):
             raise Conflict(f"Wrong input: Collection `{name}` already exists!")
         request = models.CreateCollection.model_validate(body)
+        given = {key: getattr(request, key) for key in CLUSTER_DEFAULTS}
+        self.cluster[name] = {
+            key: default if given[key] is None else given[key]
+            for key, default in CLUSTER_DEFAULTS.items()
+        }
         return self.client.create_collection(name, vectors_config=request.vectors)
 
     def drop(self, name: str, body: Any) -> Any:
+        self.cluster.pop(name, None)
         return self.client.delete_collection(name)
 
     def index(self, name: str, body: Any) -> Any:
@@ -87,7 +132,7 @@ class StandIn:
     def upsert(self, name: str, body: Any) -> Any:
         self._known(name)
         request = models.PointsList.model_validate(body)
-        return self.client.upsert(name, points=request.points, wait=True)
+        return self._update(self.client.upsert(name, points=request.points, wait=True))
 
     def delete(self, name: str, body: Any) -> Any:
         self._known(name)
@@ -96,7 +141,7 @@ class StandIn:
             selector = models.PointIdsList.model_validate(body)
         else:
             selector = models.FilterSelector.model_validate(body)
-        return self.client.delete(name, points_selector=selector, wait=True)
+        return self._update(self.client.delete(name, points_selector=selector, wait=True))
 
     def count(self, name: str, body: Any) -> Any:
         self._known(name)
@@ -168,10 +213,21 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        path = self.path.split("?", 1)[0]
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            recorded: Any = json.loads(raw) if raw else None
+        except ValueError:
+            recorded = raw.decode(errors="replace")
+        with self.engine.lock:
+            self.engine.requests.append(
+                Received(self.command, path, dict(parse_qsl(url.query)), recorded)
+            )
         if self.command == "GET" and path == "/":
             self._send(200, {"title": "qdrant stand-in for tests", "version": VERSION})
             return
+        if self.engine.delay_seconds:
+            time.sleep(self.engine.delay_seconds)
         for method, pattern, route in ROUTES:
             match = pattern.fullmatch(path)
             if method != self.command or match is None:
@@ -201,17 +257,34 @@ class Handler(BaseHTTPRequestHandler):
 
 class StandInServer(ThreadingHTTPServer):
     daemon_threads = True
+    engine: StandIn
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client went away: fine
             super().handle_error(request, client_address)
 
 
-def serve(port: int = 0) -> ThreadingHTTPServer:
+def serve(port: int = 0) -> StandInServer:
     """Return a server bound to 127.0.0.1:`port` (0: any free port), not yet serving."""
-    handler = type("BoundHandler", (Handler,), {"engine": StandIn()})
+    engine = StandIn()
+    handler = type("BoundHandler", (Handler,), {"engine": engine})
     server = StandInServer(("127.0.0.1", port), handler)
+    server.engine = engine
     return server
+
+
+@contextmanager
+def running() -> Iterator[StandInServer]:
+    """Serve on a free port of 127.0.0.1 from a thread of this process while the block runs."""
+    server = serve()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from qdrant_client import models
+from structlog.testing import capture_logs
 
+from tests.qdrant_standin import StandInServer, running
+from wickson_batch.config import load_settings
+from wickson_batch.vectors import build_vector_index
 from wickson_batch.vectors.base import (
     Space,
     VectorIndex,
@@ -21,28 +30,62 @@ from wickson_batch.vectors.base import (
     point_ids_for,
 )
 from wickson_batch.vectors.edge import EdgeIndex
-from wickson_batch.vectors.server import ServerIndex, connect
+from wickson_batch.vectors.server import ClusterOptions, ServerIndex, connect
 
 DIMS: dict[Space, int] = {"hd": 8, "ld": 4}
-ADAPTERS = ("edge", "server")
+# "server": qdrant-client's local mode in this process; "standin": the same over Qdrant's REST
+# API (tests/qdrant_standin.py), with every cluster option set.
+ADAPTERS = ("edge", "server", "standin")
+CLUSTERED = ClusterOptions(
+    shard_number=3,
+    replication_factor=2,
+    write_consistency_factor=2,
+    ordering=models.WriteOrdering.STRONG,
+    timeout_seconds=5,
+)
 
 
-def open_index(adapter: str, folder: Path) -> VectorIndex:
-    """Return an ensured index of the given adapter with its data under `folder`."""
-    index: VectorIndex
-    if adapter == "edge":
-        index = EdgeIndex(str(folder), DIMS)
-    else:
-        index = ServerIndex(connect(":memory:"), DIMS)
-    index.ensure()
-    return index
+def url_of(server: StandInServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def versions_checked() -> None:
+    """Wait for qdrant-client's background version checks, which must not outlive the server.
+
+    (Each client connecting to a URL starts one, a thread running `_check_compatibility`.)
+    """
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_check_compatibility)"):
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+def standin() -> Iterator[StandInServer]:
+    with running() as server:
+        yield server
+        versions_checked()
+
+
+def on_standin(server: StandInServer, options: ClusterOptions = CLUSTERED) -> ServerIndex:
+    """Return an index on the stand-in, not yet ensured."""
+    return ServerIndex(connect(url_of(server), options=options), DIMS, options)
 
 
 @pytest.fixture(params=ADAPTERS)
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
-    opened = open_index(str(request.param), tmp_path)
-    yield opened
-    opened.close()
+    with ExitStack() as stack:
+        opened: VectorIndex
+        if request.param == "edge":
+            opened = EdgeIndex(str(tmp_path), DIMS)
+        elif request.param == "server":
+            opened = ServerIndex(connect(":memory:"), DIMS)
+        else:
+            server = stack.enter_context(running())
+            stack.callback(versions_checked)
+            opened = on_standin(server)
+        opened.ensure()
+        stack.callback(opened.close)
+        yield opened
 
 
 @pytest.fixture
@@ -325,3 +368,205 @@ def test_server_ensure_refuses_a_collection_with_other_dims() -> None:
             other.ensure()
     finally:
         other.close()
+
+
+# The server adapter on a cluster, as far as the stand-in shows it: what the adapter sends,
+# and how it fails. What the cluster then does with the factors and the ordering (replicas
+# confirming, a leader ordering writes) needs a real Qdrant cluster.
+
+
+def created(server: StandInServer, collection: str) -> dict[str, object]:
+    """Return the body of the one request that created `collection`."""
+    [request] = server.engine.received("PUT", f"/collections/{collection}")
+    assert isinstance(request.body, dict)
+    return request.body
+
+
+def test_server_creates_collections_with_the_configured_cluster_parameters(
+    standin: StandInServer,
+) -> None:
+    index = on_standin(standin)
+
+    index.ensure()
+    index.close()
+
+    for collection in ("media_hd", "media_ld"):
+        body = created(standin, collection)
+        assert (
+            body["shard_number"],
+            body["replication_factor"],
+            body["write_consistency_factor"],
+        ) == (3, 2, 2)
+
+
+def test_server_leaves_cluster_parameters_to_qdrant_when_unset(standin: StandInServer) -> None:
+    index = on_standin(standin, ClusterOptions())
+
+    index.ensure()
+    index.close()
+
+    body = created(standin, "media_hd")
+    assert {"shard_number", "replication_factor", "write_consistency_factor"} & set(body) == set()
+
+
+@pytest.mark.parametrize("ordering", list(models.WriteOrdering))
+def test_server_upserts_and_deletes_with_the_ordering_and_wait(
+    standin: StandInServer, ordering: models.WriteOrdering
+) -> None:
+    index = on_standin(standin, ClusterOptions(ordering=ordering))
+    index.ensure()
+
+    index.upsert("hd", points_of("a", "hd", 2))
+    index.delete("hd", point_ids_for("a", "hd", 2))
+    index.close()
+
+    expected = {"wait": "true", "ordering": ordering.value}
+    [upsert] = standin.engine.received("PUT", "/collections/media_hd/points")
+    [delete] = standin.engine.received("POST", "/collections/media_hd/points/delete")
+    assert (upsert.query, delete.query) == (expected, expected)
+    assert delete.body == {"points": [str(i) for i in point_ids_for("a", "hd", 2)]}
+
+
+def test_server_refuses_a_delete_the_server_did_not_confirm_applied(
+    standin: StandInServer,
+) -> None:
+    index = on_standin(standin)
+    index.ensure()
+    index.upsert("hd", points_of("a", "hd", 1))
+    standin.engine.update_status = "wait_timeout"
+
+    try:
+        with pytest.raises(VectorStoreError, match="did not confirm the delete was applied"):
+            index.delete("hd", point_ids_for("a", "hd", 1))
+    finally:
+        index.close()
+
+
+def test_server_warns_once_of_an_existing_collection_with_other_parameters(
+    standin: StandInServer,
+) -> None:
+    first = on_standin(standin, ClusterOptions())  # Qdrant's defaults: 1, 1, 1
+    first.ensure()
+    first.close()
+    later = on_standin(standin, CLUSTERED)
+
+    with capture_logs() as logs:
+        later.ensure()
+        later.ensure()
+    later.close()
+
+    warnings = [e for e in logs if e["event"] == "vectors.collection_config_differs"]
+    assert [(e["log_level"], e["collection"]) for e in warnings] == [
+        ("warning", "media_hd"),
+        ("warning", "media_ld"),
+    ]
+    assert warnings[0]["differences"] == {
+        "QDRANT_SHARD_NUMBER": {"collection": 1, "setting": 3},
+        "QDRANT_REPLICATION_FACTOR": {"collection": 1, "setting": 2},
+        "QDRANT_WRITE_CONSISTENCY_FACTOR": {"collection": 1, "setting": 2},
+    }
+    assert "left as it is" in warnings[0]["action"]
+    # Left as it is: nothing was sent that changes a collection after its creation.
+    assert standin.engine.received("PATCH") == []
+    assert len(standin.engine.received("PUT", "/collections/media_hd")) == 1
+
+
+def test_server_does_not_warn_of_a_collection_it_created_itself(standin: StandInServer) -> None:
+    first = on_standin(standin)
+    first.ensure()
+    first.close()
+    again = on_standin(standin)
+
+    with capture_logs() as logs:
+        again.ensure()
+    again.close()
+
+    assert [e for e in logs if e["event"] == "vectors.collection_config_differs"] == []
+
+
+def test_settings_reach_the_server_adapter(standin: StandInServer, tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path),
+            "HD_DIM": 8,
+            "LD_DIM": 4,
+            "QDRANT_URL": url_of(standin),
+            "QDRANT_SHARD_NUMBER": 3,
+            "QDRANT_REPLICATION_FACTOR": 2,
+            "QDRANT_WRITE_CONSISTENCY_FACTOR": 2,
+            "QDRANT_WRITE_ORDERING": "medium",
+            "QDRANT_PREFER_GRPC": True,
+            "QDRANT_TIMEOUT_SECONDS": 4,
+        },
+        environ={},
+    )
+
+    index = build_vector_index(settings)
+    index.close()
+
+    assert isinstance(index, ServerIndex)
+    assert index.options == ClusterOptions(
+        shard_number=3,
+        replication_factor=2,
+        write_consistency_factor=2,
+        ordering=models.WriteOrdering.MEDIUM,
+        prefer_grpc=True,
+        timeout_seconds=4.0,
+    )
+
+
+def test_a_slow_server_fails_a_delete_within_qdrant_timeout_seconds(
+    standin: StandInServer, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path),
+            "HD_DIM": 8,
+            "LD_DIM": 4,
+            "QDRANT_URL": url_of(standin),
+            "QDRANT_TIMEOUT_SECONDS": 1,
+        },
+        environ={},
+    )
+    index = build_vector_index(settings)
+    index.ensure()
+    standin.engine.delay_seconds = 3
+    started = time.perf_counter()
+
+    try:
+        with pytest.raises(VectorStoreError, match="Qdrant failed to delete: timed out"):
+            index.delete("hd", point_ids_for("a", "hd", 1))
+    finally:
+        index.close()
+
+    assert time.perf_counter() - started < 2 * settings.qdrant_timeout_seconds
+
+
+def closed_port() -> int:
+    """Return a port of 127.0.0.1 that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_prefer_grpc_without_grpc_fails_at_once_and_never_falls_back_to_rest(
+    standin: StandInServer,
+) -> None:
+    options = ClusterOptions(prefer_grpc=True, grpc_port=closed_port(), timeout_seconds=5)
+    index = on_standin(standin, options)
+    started = time.perf_counter()
+
+    try:
+        with pytest.raises(VectorStoreError, match="Qdrant failed to list collections: gRPC "):
+            index.ensure()
+        with pytest.raises(VectorStoreError, match="UNAVAILABLE: failed to connect"):
+            index.ping()
+    finally:
+        index.close()
+
+    assert time.perf_counter() - started < options.timeout_seconds
+    versions_checked()
+    # Only qdrant-client's version check goes over REST; the calls went to gRPC.
+    assert [(r.method, r.path) for r in standin.engine.requests] == [("GET", "/")]
