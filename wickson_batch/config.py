@@ -50,7 +50,8 @@ class Settings:
     qdrant_write_consistency_factor: int | None = None
     qdrant_write_ordering: str = "weak"
     qdrant_prefer_grpc: bool = False
-    qdrant_timeout_seconds: float = 10.0
+    # Whole seconds: qdrant-client takes its timeout as an integer.
+    qdrant_timeout_seconds: int = 10
     hd_dim: int = 1024
     ld_dim: int = 128
 
@@ -192,7 +193,15 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(
                 f"{key.upper()} must be a rate limit like '600/minute', got {value!r}"
             ) from None
-    for key in ("hd_dim", "ld_dim", "max_batch_size", "port", "web_concurrency", "threads"):
+    for key in (
+        "hd_dim",
+        "ld_dim",
+        "max_batch_size",
+        "port",
+        "web_concurrency",
+        "threads",
+        "qdrant_timeout_seconds",
+    ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key.upper()} must be at least 1, got {getattr(settings, key)}")
     for key in ("qdrant_shard_number", "qdrant_replication_factor"):
@@ -210,8 +219,6 @@ def _validate(settings: Settings) -> None:
             f"QDRANT_WRITE_ORDERING must be one of {', '.join(QDRANT_WRITE_ORDERINGS)}, "
             f"got {settings.qdrant_write_ordering!r}"
         )
-    if settings.qdrant_timeout_seconds <= 0:
-        raise ConfigError("QDRANT_TIMEOUT_SECONDS must be more than 0")
     if settings.log_format not in LOG_FORMATS:
         raise ConfigError(
             f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"

@@ -512,7 +512,7 @@ def test_settings_reach_the_server_adapter(standin: StandInServer, tmp_path: Pat
         write_consistency_factor=2,
         ordering=models.WriteOrdering.MEDIUM,
         prefer_grpc=True,
-        timeout_seconds=4.0,
+        timeout_seconds=4,
     )
 
 

@@ -17,7 +17,7 @@ def test_cluster_settings_are_read_typed_from_the_environment() -> None:
             "QDRANT_WRITE_CONSISTENCY_FACTOR": "2",
             "QDRANT_WRITE_ORDERING": "strong",
             "QDRANT_PREFER_GRPC": "true",
-            "QDRANT_TIMEOUT_SECONDS": "2.5",
+            "QDRANT_TIMEOUT_SECONDS": "3",
         }
     )
 
@@ -28,7 +28,7 @@ def test_cluster_settings_are_read_typed_from_the_environment() -> None:
         settings.qdrant_write_ordering,
         settings.qdrant_prefer_grpc,
         settings.qdrant_timeout_seconds,
-    ) == (6, 3, 2, "strong", True, 2.5)
+    ) == (6, 3, 2, "strong", True, 3)
 
 
 def test_cluster_settings_default_to_the_servers_choice() -> None:
@@ -41,7 +41,7 @@ def test_cluster_settings_default_to_the_servers_choice() -> None:
         settings.qdrant_write_ordering,
         settings.qdrant_prefer_grpc,
         settings.qdrant_timeout_seconds,
-    ) == (None, None, None, "weak", False, 10.0)
+    ) == (None, None, None, "weak", False, 10)
 
 
 @pytest.mark.parametrize(
@@ -77,8 +77,15 @@ def test_cluster_settings_default_to_the_servers_choice() -> None:
             "QDRANT_REPLICATION_FACTOR must be at least 1, got -1",
         ),
         ({"QDRANT_PREFER_GRPC": "maybe"}, "QDRANT_PREFER_GRPC must be true or false, got 'maybe'"),
-        ({"QDRANT_TIMEOUT_SECONDS": "0"}, "QDRANT_TIMEOUT_SECONDS must be more than 0"),
-        ({"QDRANT_TIMEOUT_SECONDS": "soon"}, "QDRANT_TIMEOUT_SECONDS must be a number, got 'soon'"),
+        ({"QDRANT_TIMEOUT_SECONDS": "0"}, "QDRANT_TIMEOUT_SECONDS must be at least 1, got 0"),
+        (
+            {"QDRANT_TIMEOUT_SECONDS": "2.5"},
+            "QDRANT_TIMEOUT_SECONDS must be a whole number, got '2.5'",
+        ),
+        (
+            {"QDRANT_TIMEOUT_SECONDS": "soon"},
+            "QDRANT_TIMEOUT_SECONDS must be a whole number, got 'soon'",
+        ),
     ],
 )
 def test_unusable_cluster_settings_are_refused_with_the_setting_named(

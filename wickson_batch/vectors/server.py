@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ class ClusterOptions:
     ordering: models.WriteOrdering = models.WriteOrdering.WEAK
     prefer_grpc: bool = False
     grpc_port: int = DEFAULT_GRPC_PORT
-    timeout_seconds: float = 10.0
+    timeout_seconds: int = 10
 
 
 # The collection parameters ClusterOptions sets, by the setting that names them.
@@ -68,7 +67,7 @@ def connect(
         grpc_port=options.grpc_port,
         # qdrant-client takes whole seconds (it rounds a fraction up itself); the same
         # limit holds for REST and gRPC calls.
-        timeout=math.ceil(options.timeout_seconds),
+        timeout=options.timeout_seconds,
     )
 
 
