@@ -10,7 +10,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from tests.api.test_errors import assert_error, snapshot
-from tests.conftest import Caller, body, unknown_id
+from tests.helpers import Caller, body, unknown_id
 
 DRY_RUN_ID = re.compile(r"^dry_run_[0-9a-f]{32}$")
 

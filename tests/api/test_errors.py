@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
+from tests.helpers import Caller, body, settings_of, stores_of, unknown_id, vector
 from wickson_batch.db import DatabaseUnavailable
 from wickson_batch.models import CleanupTask, Media, Operation
 

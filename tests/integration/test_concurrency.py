@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import Caller, body, stores_of
+from tests.helpers import Caller, body, stores_of
 from tests.integration.test_server import Server, server
 
 __all__ = ["server"]  # the real-server fixture, used here too

@@ -1,0 +1,105 @@
+"""Plain test helpers: settings on real stores in a temp folder, an API caller, small values."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests import servers
+from wickson_batch.api.context import SETTINGS_EXTENSION, STORES_EXTENSION
+from wickson_batch.config import Settings
+from wickson_batch.services.stores import Stores
+
+# Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
+# local mode standing in for a Qdrant server (it makes the same client calls). The server
+# pass (WICKSON_TEST_BACKEND=server: PostgreSQL and Redis) uses the stand-in only: with a
+# server database, production runs a Qdrant server too.
+ENGINES = ("qdrant-local",) if servers.SERVER_PASS else ("edge", "qdrant-local")
+
+
+def settings_for(tmp_path: Path, engine: str, **overrides: Any) -> dict[str, Any]:
+    """Return test settings with every store under `tmp_path`."""
+    settings: dict[str, Any] = {
+        "TESTING": True,
+        "DATA_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'wickson.db'}",
+        "QDRANT_URL": ":memory:" if engine == "qdrant-local" else None,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "RATE_LIMIT_DEFAULT": "10000/minute",
+    }
+    if servers.SERVER_PASS:
+        settings.update(servers.server_settings(tmp_path))
+    settings.update(overrides)
+    return settings
+
+
+def stores_of(app: Flask) -> Stores:
+    """Return the stores an app holds."""
+    held: Stores = app.extensions[STORES_EXTENSION]
+    return held
+
+
+def settings_of(app: Flask) -> Settings:
+    """Return the settings an app was built with."""
+    found: Settings = app.extensions[SETTINGS_EXTENSION]
+    return found
+
+
+def vector(dim: int, seed: int) -> list[float]:
+    """Return a distinct non-zero vector for a seed."""
+    return [float((seed * 7 + i * 3) % 11 + 1) for i in range(dim)]
+
+
+@dataclass
+class Caller:
+    """An API client holding one key."""
+
+    client: FlaskClient
+    key: str
+    app: Flask
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Api-Key": self.key}
+
+    def delete_batch(self, media_ids: Any, reason: str | None = None, **extra: Any) -> TestResponse:
+        payload: dict[str, Any] = {"media_ids": media_ids, **extra}
+        if reason is not None:
+            payload["reason"] = reason
+        return self.client.delete("/v1/media/batch", json=payload, headers=self.headers)
+
+    def create(self, hd: int = 1, ld: int = 1, seed: int = 0, **extra: Any) -> str:
+        dims = settings_of(self.app).hd_dim, settings_of(self.app).ld_dim
+        payload = {
+            "hd_vectors": [vector(dims[0], seed + i) for i in range(hd)],
+            "ld_vectors": [vector(dims[1], seed + i) for i in range(ld)],
+            **extra,
+        }
+        response = self.client.post("/v1/media", json=payload, headers=self.headers)
+        assert response.status_code == 201, response.get_json()
+        return str(body(response)["data"]["media_id"])
+
+    def get(self, media_id: str) -> TestResponse:
+        return self.client.get(f"/v1/media/{media_id}", headers=self.headers)
+
+    def search(self, vec: list[float], space: str = "hd", limit: int = 10) -> TestResponse:
+        payload = {"vector": vec, "space": space, "limit": limit}
+        return self.client.post("/v1/media/search", json=payload, headers=self.headers)
+
+
+def unknown_id() -> str:
+    """Return a well-formed id that no media has."""
+    return f"vec-{uuid.uuid4().hex}"
+
+
+def body(response: TestResponse) -> dict[str, Any]:
+    """Return a response's JSON object body."""
+    data = response.get_json()
+    assert isinstance(data, dict), response.data[:200]
+    return data
