@@ -1,4 +1,8 @@
-"""Plain test helpers: settings on real stores in a temp folder, an API caller, small values."""
+"""Plain test helpers, for the tests and for the fixtures of conftest.py.
+
+Settings on real stores in a temp folder, an API caller, small values, and the checks of an
+error envelope and of what a request changed.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from tests import servers
 from wickson_batch.api.context import SETTINGS_EXTENSION, STORES_EXTENSION
 from wickson_batch.config import Settings
+from wickson_batch.models import CleanupTask, Media, Operation
 from wickson_batch.services.stores import Stores
 
 # Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
@@ -103,3 +109,42 @@ def body(response: TestResponse) -> dict[str, Any]:
     data = response.get_json()
     assert isinstance(data, dict), response.data[:200]
     return data
+
+
+Snapshot = dict[str, Any]
+
+
+def assert_error(
+    response: TestResponse, status: int, code: str, message: str | None = None
+) -> dict[str, Any]:
+    """Check an error response's status, envelope and request id; return its other details."""
+    assert response.status_code == status, response.data[:300]
+    assert response.headers["Content-Type"] == "application/json"
+    payload = body(response)
+    assert set(payload) == {"success", "message", "error"}
+    assert payload["success"] is False
+    assert isinstance(payload["message"], str) and payload["message"]
+    if message is not None:
+        assert payload["message"] == message
+    assert set(payload["error"]) == {"code", "details"}
+    assert payload["error"]["code"] == code
+    details = dict(payload["error"]["details"])
+    assert details.pop("request_id") == response.headers["X-Request-ID"]
+    return details
+
+
+def snapshot(app: Flask) -> Snapshot:
+    """Return everything a request could change: rows of every table and points of both spaces."""
+    held = stores_of(app)
+    with held.db.unit_of_work() as uow:
+        rows = uow.session.execute(select(Media.id, Media.owner, Media.state))
+        media = sorted(tuple(row) for row in rows)
+        operations = uow.session.scalar(select(func.count()).select_from(Operation))
+        tasks = uow.session.scalar(select(func.count()).select_from(CleanupTask))
+    return {
+        "media": media,
+        "operations": operations,
+        "cleanup_tasks": tasks,
+        "hd_points": held.vectors.count("hd"),
+        "ld_points": held.vectors.count("ld"),
+    }
