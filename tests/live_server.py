@@ -20,9 +20,35 @@ BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """Return the environment of a gunicorn (and of its CLI) on a free port of 127.0.0.1.
+
+    It serves the embedded stores under `tmp_path` with small vectors (8 and 4 dimensions),
+    logging warnings; `overrides` replace or add variables (`LOG_LEVEL="INFO"`).
+    """
+    return {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": "",
+        "QDRANT_URL": "",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "HD_DIM": "8",
+        "LD_DIM": "4",
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+def local_url(env: dict[str, str]) -> str:
+    """Return the base URL of the server that `env` configures."""
+    return f"http://127.0.0.1:{env['PORT']}"
 
 
 @dataclass
