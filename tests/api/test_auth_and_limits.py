@@ -19,7 +19,7 @@ from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from tests import servers
-from tests.conftest import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
+from tests.helpers import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
 from wickson_batch import create_app
 from wickson_batch.api.ratelimits import PreciseRedisStorage
 from wickson_batch.protocol import SCOPES

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask
 
-from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
 from tests.faults import FlakyVectors
+from tests.helpers import Caller, body, settings_of, stores_of, unknown_id, vector
 from wickson_batch.services import cleanup
 
 OPERATION_ID = re.compile(r"^batch_delete_[0-9a-f]{32}$")

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import body, settings_for, stores_of
+from tests.helpers import body, settings_for, stores_of
 from wickson_batch import create_app
 from wickson_batch.api.docs import ASSETS
 

@@ -9,8 +9,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from tests.api.test_errors import assert_error, snapshot
-from tests.conftest import Caller, body, unknown_id
+from tests.helpers import Caller, assert_error, body, snapshot, unknown_id
 
 DRY_RUN_ID = re.compile(r"^dry_run_[0-9a-f]{32}$")
 

@@ -8,13 +8,22 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
+from tests.helpers import (
+    Caller,
+    Snapshot,
+    assert_error,
+    body,
+    settings_of,
+    snapshot,
+    stores_of,
+    unknown_id,
+    vector,
+)
 from wickson_batch.db import DatabaseUnavailable
-from wickson_batch.models import CleanupTask, Media, Operation
 
 BATCH = "/v1/media/batch"
 BATCH_POST = "/v1/media/batch/delete"
@@ -30,44 +39,6 @@ UNSUPPORTED_MESSAGE = (
 PROCESSING_MESSAGE = "The request could not be processed; quote the request_id when reporting this"
 UNAVAILABLE_MESSAGE = "The database is unavailable; nothing was changed. Retry later."
 MiB = 1024 * 1024
-
-Snapshot = dict[str, Any]
-
-
-def assert_error(
-    response: TestResponse, status: int, code: str, message: str | None = None
-) -> dict[str, Any]:
-    """Check an error response's status, envelope and request id; return its other details."""
-    assert response.status_code == status, response.data[:300]
-    assert response.headers["Content-Type"] == "application/json"
-    payload = body(response)
-    assert set(payload) == {"success", "message", "error"}
-    assert payload["success"] is False
-    assert isinstance(payload["message"], str) and payload["message"]
-    if message is not None:
-        assert payload["message"] == message
-    assert set(payload["error"]) == {"code", "details"}
-    assert payload["error"]["code"] == code
-    details = dict(payload["error"]["details"])
-    assert details.pop("request_id") == response.headers["X-Request-ID"]
-    return details
-
-
-def snapshot(app: Flask) -> Snapshot:
-    """Return everything a request could change: rows of every table and points of both spaces."""
-    held = stores_of(app)
-    with held.db.unit_of_work() as uow:
-        rows = uow.session.execute(select(Media.id, Media.owner, Media.state))
-        media = sorted(tuple(row) for row in rows)
-        operations = uow.session.scalar(select(func.count()).select_from(Operation))
-        tasks = uow.session.scalar(select(func.count()).select_from(CleanupTask))
-    return {
-        "media": media,
-        "operations": operations,
-        "cleanup_tasks": tasks,
-        "hd_points": held.vectors.count("hd"),
-        "ld_points": held.vectors.count("ld"),
-    }
 
 
 def assert_unchanged(app: Flask, before: Snapshot, caller: Caller, media_id: str) -> None:

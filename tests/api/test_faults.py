@@ -13,8 +13,8 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, settings_of, stores_of, unknown_id, vector
 from tests.faults import DatabaseOutage, FlakyVectors, timed_out
+from tests.helpers import Caller, body, settings_of, stores_of, unknown_id, vector
 from wickson_batch.models import CleanupTask, IdempotencyKey, Media, Operation, utcnow
 from wickson_batch.services import cleanup, deletion
 from wickson_batch.services.stores import Stores

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
-from tests.conftest import settings_for, stores_of
+from tests.helpers import settings_for, stores_of
 from wickson_batch import create_app
 from wickson_batch.services import keys
 

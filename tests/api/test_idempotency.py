@@ -9,9 +9,8 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from tests.api.test_errors import assert_error, snapshot
-from tests.conftest import Caller, body, stores_of, unknown_id
 from tests.faults import BlockingVectors
+from tests.helpers import Caller, assert_error, body, snapshot, stores_of, unknown_id
 
 ROUTES = [("DELETE", "/v1/media/batch"), ("POST", "/v1/media/batch/delete")]
 

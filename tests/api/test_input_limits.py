@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, vector
+from tests.helpers import Caller, body, vector
 
 
 def create(caller: Caller, payload: dict[str, Any]) -> TestResponse:

@@ -16,7 +16,7 @@ import pytest
 import structlog
 from flask import Flask
 
-from tests.conftest import Caller, settings_for, stores_of, unknown_id
+from tests.helpers import Caller, settings_for, stores_of, unknown_id
 from wickson_batch import create_app
 from wickson_batch.logs import configure_logging
 from wickson_batch.services import keys

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Flask
 
-from tests.conftest import Caller, body, stores_of, vector
 from tests.faults import FlakyVectors
+from tests.helpers import Caller, body, stores_of, vector
 from wickson_batch.models import Media, utcnow
 from wickson_batch.services import cleanup, seeding
 from wickson_batch.vectors.base import Space

@@ -9,8 +9,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Caller, settings_for, stores_of, unknown_id
 from tests.faults import FlakyVectors
+from tests.helpers import Caller, settings_for, stores_of, unknown_id
 from wickson_batch import create_app
 from wickson_batch.config import env_overlay
 from wickson_batch.services.cleanup import drain_cleanup

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from werkzeug.test import TestResponse
 
-from tests.conftest import Caller, body, unknown_id
+from tests.helpers import Caller, body, unknown_id
 
 
 def spec_of(client: FlaskClient) -> dict[str, Any]:

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.api.test_errors import assert_error
-from tests.conftest import Caller, body, stores_of, unknown_id
 from tests.faults import FlakyVectors
+from tests.helpers import Caller, assert_error, body, stores_of, unknown_id
 
 
 def look_up(caller: Caller, operation_id: str) -> Any:

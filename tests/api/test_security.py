@@ -10,8 +10,17 @@ import pytest
 from flask import Flask
 from sqlalchemy.exc import ProgrammingError
 
-from tests.api.test_errors import assert_error, snapshot
-from tests.conftest import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
+from tests.helpers import (
+    Caller,
+    assert_error,
+    body,
+    settings_for,
+    settings_of,
+    snapshot,
+    stores_of,
+    unknown_id,
+    vector,
+)
 from wickson_batch import create_app
 from wickson_batch.services import keys
 

@@ -20,9 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_server import BIN, ROOT, Server, server
-
-__all__ = ["server"]  # the fixture used below
+from tests.live_server import BIN, ROOT, Server
 
 LIMIT = "3 per 4 seconds"
 WINDOW_SECONDS = 4.0

@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import Caller, body, stores_of
-from tests.integration.test_server import Server, server
-
-__all__ = ["server"]  # the real-server fixture, used here too
+from tests.helpers import Caller, body, stores_of
+from tests.live_server import Server
 
 
 def test_overlapping_batches_delete_each_id_exactly_once(alice: Caller, app: Flask) -> None:

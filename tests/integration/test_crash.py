@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import os
 import random
 import re
 import sqlite3
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_server import Server, free_port
+from tests.live_server import Server, local_url, server_env
 from wickson_batch.config import load_settings
 from wickson_batch.services.stores import Stores
 from wickson_batch.vectors.base import SPACES
@@ -36,22 +35,15 @@ KILL_CYCLES = 4
 
 @pytest.fixture
 def crash_server(tmp_path: Path) -> Iterator[Server]:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": "",
-        "QDRANT_URL": "",
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "HD_DIM": "8",
-        "LD_DIM": "4",
-        "LOG_LEVEL": "ERROR",
-        "RATE_LIMIT_DEFAULT": "1000000/minute",
-        "RECONCILE_INTERVAL_SECONDS": "0.2",
+    env = server_env(
+        tmp_path,
+        LOG_LEVEL="ERROR",
+        RATE_LIMIT_DEFAULT="1000000/minute",
+        RECONCILE_INTERVAL_SECONDS="0.2",
         # Long enough that a creation still writing its points is not claimed under it.
-        "RECONCILE_GRACE_SECONDS": "1",
-    }
-    running = Server(f"http://127.0.0.1:{env['PORT']}", env)
+        RECONCILE_GRACE_SECONDS="1",
+    )
+    running = Server(local_url(env), env)
     yield running
     if running.process is not None:
         running.kill()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_server import Server, free_port
+from tests.live_server import Server, local_url, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,19 +31,8 @@ def chromium() -> str:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": "",
-        "QDRANT_URL": "",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "HD_DIM": "8",
-        "LD_DIM": "4",
-        "LOG_LEVEL": "WARNING",
-    }
-    server = Server(f"http://127.0.0.1:{port}", env)
+    env = server_env(tmp_path)
+    server = Server(local_url(env), env)
     server.start()
     yield server
     server.stop()

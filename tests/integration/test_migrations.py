@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, inspect, select, text
 
 from tests import models_4fe7ebd as previous
-from tests.conftest import settings_for, vector
+from tests.helpers import settings_for, vector
 from tests.faults import FlakyVectors
 from wickson_batch.cli import main
 from wickson_batch.config import Settings, load_settings

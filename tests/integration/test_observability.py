@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_server import BIN, ROOT, Server, free_port
+from tests.live_server import BIN, ROOT, Server, local_url, server_env
 from wickson_batch.db import Database
 from wickson_batch.models import CleanupTask
 
@@ -75,24 +75,16 @@ class LoggedServer(Server):
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LoggedServer]:
-    port = free_port()
     (tmp_path / "tmp").mkdir()
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": "",
-        "QDRANT_URL": "",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "HD_DIM": "8",
-        "LD_DIM": "4",
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "",  # the default
-        "PROMETHEUS_MULTIPROC_DIR": "",
-        "TMPDIR": str(tmp_path / "tmp"),  # where gunicorn.conf.py makes its metrics folder
-        "RECONCILE_GRACE_SECONDS": "3600",  # a cleanup task we add stays pending
-    }
-    running = LoggedServer(f"http://127.0.0.1:{port}", env)
+    env = server_env(
+        tmp_path,
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="",  # the default
+        PROMETHEUS_MULTIPROC_DIR="",
+        TMPDIR=str(tmp_path / "tmp"),  # where gunicorn.conf.py makes its metrics folder
+        RECONCILE_GRACE_SECONDS="3600",  # a cleanup task we add stays pending
+    )
+    running = LoggedServer(local_url(env), env)
     running.log_path = tmp_path / "server.log"
     yield running
     if running.process is not None:

@@ -13,8 +13,8 @@ import sqlalchemy
 from flask import Flask
 from sqlalchemy import select
 
-from tests.conftest import Caller, body, settings_for, settings_of, stores_of, vector
 from tests.faults import FlakyVectors
+from tests.helpers import Caller, body, settings_for, settings_of, stores_of, vector
 from wickson_batch import create_app
 from wickson_batch.models import CleanupTask, Media, MediaState, utcnow
 from wickson_batch.services import cleanup, deletion, keys

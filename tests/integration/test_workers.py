@@ -25,7 +25,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from tests import servers
-from tests.integration.test_server import ROOT, Server, free_port
+from tests.live_server import ROOT, Server, local_url, server_env
 from wickson_batch.vectors.base import SPACES
 from wickson_batch.vectors.server import ServerIndex
 
@@ -143,22 +143,16 @@ class Workers(Server):
 @pytest.fixture
 def workers(tmp_path: Path, qdrant_url: str) -> Iterator[Workers]:
     stores = servers.server_settings(tmp_path)  # a fresh PostgreSQL schema, an empty Redis
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": stores["DATABASE_URL"],
-        "RATELIMIT_STORAGE_URI": stores["RATELIMIT_STORAGE_URI"],
-        "QDRANT_URL": qdrant_url,
-        "WEB_CONCURRENCY": str(WORKERS),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "HD_DIM": "8",
-        "LD_DIM": "4",
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-    }
-    running = Workers(f"http://127.0.0.1:{port}", env, log_path=tmp_path / "gunicorn.log")
+    env = server_env(
+        tmp_path,
+        DATABASE_URL=stores["DATABASE_URL"],
+        RATELIMIT_STORAGE_URI=stores["RATELIMIT_STORAGE_URI"],
+        QDRANT_URL=qdrant_url,
+        WEB_CONCURRENCY=str(WORKERS),
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
+    )
+    running = Workers(local_url(env), env, log_path=tmp_path / "gunicorn.log")
     yield running
     running.close()
 

@@ -5,14 +5,13 @@ The sleep and the jitter are injected, so every wait is asserted exactly and not
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.unit.fakes import FakeServer, envelope
 from wickson_batch.client import (
     ApiError,
     Batch,
@@ -26,72 +25,10 @@ from wickson_batch.client import (
 Reply = Callable[[httpx.Request], httpx.Response | Exception | None]
 
 
-def envelope(status: int, code: str, message: str, **details: Any) -> httpx.Response:
-    body = {
-        "success": False,
-        "message": message,
-        "error": {"code": code, "details": {"request_id": "req_1", **details}},
-    }
-    return httpx.Response(status, json=body)
-
-
 def rate_limited(retry_after: str) -> httpx.Response:
     response = envelope(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded: 3 per 1 minute")
     response.headers["Retry-After"] = retry_after
     return response
-
-
-@dataclass
-class FakeServer:
-    """Answers batches like the real one: ids in `live` are deleted (2 hd + 1 ld points each).
-
-    `script` holds replies for the next requests, in order; a None reply (or an empty
-    script) means "answer normally". A key seen before replays its first answer.
-    """
-
-    live: set[str] = field(default_factory=set)
-    script: list[httpx.Response | Exception | None] = field(default_factory=list)
-    requests: list[httpx.Request] = field(default_factory=list)
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        scripted = self.script.pop(0) if self.script else None
-        if isinstance(scripted, Exception):
-            raise scripted
-        if scripted is not None:
-            return scripted
-        key = request.headers["Idempotency-Key"]
-        if key in self.answers:
-            return httpx.Response(
-                200, json=self.answers[key], headers={"Idempotent-Replayed": "true"}
-            )
-        ids = json.loads(request.content)["media_ids"]
-        deleted = [i for i in ids if i in self.live]
-        self.live -= set(deleted)
-        failed = {i: "NOT_FOUND" for i in ids if i not in deleted}
-        body = {
-            "success": True,
-            "message": f"Batch deletion completed: {len(deleted)} deleted, {len(failed)} failed",
-            "data": {
-                "deleted": {
-                    "count": len(deleted),
-                    "media_ids": deleted,
-                    "hd_vectors": 2 * len(deleted),
-                    "ld_vectors": len(deleted),
-                },
-                "failed": {"count": len(failed), "media_ids": list(failed), "reasons": failed},
-            },
-            "metadata": {"operation_id": f"batch_delete_{len(self.answers) + 1}"},
-        }
-        self.answers[key] = body
-        return httpx.Response(200, json=body)
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.requests]
-
-    def keys(self) -> list[str]:
-        return [r.headers["Idempotency-Key"] for r in self.requests]
 
 
 def ids(n: int, start: int = 0) -> list[str]:

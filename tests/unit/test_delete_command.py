@@ -11,7 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.unit.test_client import FakeServer, envelope
+from tests.unit.fakes import FakeServer, envelope
 from wickson_batch.cli import main
 from wickson_batch.client import Batch, BatchResult, WicksonClient, delete_command
 from wickson_batch.client.delete_command import Report, parse_ids, read_report
@@ -227,7 +227,7 @@ def test_a_file_that_is_not_a_report_is_left_as_it_was(tmp_path: Path) -> None:
     assert report.read_text() == "vec-1\nvec-2"
 
 
-# Against a fake server (tests/unit/test_client.py's, which replays a key it has answered)
+# Against a fake server (tests/unit/fakes.py's, which replays a key it has answered)
 
 
 @dataclass

@@ -2,95 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 from sqlalchemy import select
 
+from tests.unit.fakes import NOW, FakeVectors, add_media
 from wickson_batch.db import Database
 from wickson_batch.models import CleanupTask, Media, MediaState, Operation
 from wickson_batch.services.deletion import delete_batch
-from wickson_batch.vectors.base import (
-    Hit,
-    Space,
-    StoredPoint,
-    VectorPoint,
-    VectorStoreError,
-    point_ids_for,
-)
-
-NOW = datetime(2026, 3, 9, 12, 34, 56, tzinfo=UTC)
-
-
-class FakeVectors:
-    """Records every call; holds point ids per space; can fail deletes in chosen spaces."""
-
-    def __init__(self) -> None:
-        self.dims: dict[Space, int] = {"hd": 2, "ld": 2}
-        self.points: dict[Space, set[uuid.UUID]] = {"hd": set(), "ld": set()}
-        self.deletes: list[tuple[Space, list[uuid.UUID]]] = []
-        self.fail_spaces: set[Space] = set()
-
-    def ensure(self) -> None: ...
-
-    def upsert(self, space: Space, points: Sequence[VectorPoint]) -> None:
-        self.points[space].update(p.id for p in points)
-
-    def delete(self, space: Space, point_ids: Sequence[uuid.UUID]) -> None:
-        self.deletes.append((space, list(point_ids)))
-        if space in self.fail_spaces:
-            raise VectorStoreError("down")
-        self.points[space].difference_update(point_ids)
-
-    def count(self, space: Space, media_id: str | None = None) -> int:
-        return len(self.points[space])
-
-    def search(self, space: Space, vector: Sequence[float], owner: str, limit: int) -> list[Hit]:
-        return []
-
-    def scan(self, space: Space, batch_size: int = 1000) -> Iterator[list[StoredPoint]]:
-        return iter([])
-
-    def ping(self) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'unit.db'}")
-    database.upgrade_schema()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def vectors() -> FakeVectors:
-    return FakeVectors()
-
-
-def add_media(
-    db: Database, vectors: FakeVectors, media_id: str, owner: str, hd: int, ld: int
-) -> None:
-    with db.unit_of_work() as uow:
-        uow.session.add(
-            Media(
-                id=media_id,
-                owner=owner,
-                state=MediaState.LIVE,
-                hd_count=hd,
-                ld_count=ld,
-                created_at=NOW,
-            )
-        )
-        uow.commit()
-    vectors.points["hd"].update(point_ids_for(media_id, "hd", hd))
-    vectors.points["ld"].update(point_ids_for(media_id, "ld", ld))
+from wickson_batch.vectors.base import point_ids_for
 
 
 def test_one_delete_call_per_collection_with_the_derived_ids(

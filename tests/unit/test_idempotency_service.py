@@ -9,15 +9,13 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from tests.unit.test_deletion_service import NOW, FakeVectors, add_media, db, vectors
+from tests.unit.fakes import NOW, FakeVectors, add_media
 from wickson_batch.db import Database
 from wickson_batch.models import IdempotencyKey
 from wickson_batch.services.cleanup import drain_cleanup, expire_idempotency_keys
 from wickson_batch.services.deletion import BatchOutcome, delete_batch, get_operation
 from wickson_batch.services.errors import IdempotencyKeyInUse
 from wickson_batch.vectors.base import Space
-
-__all__ = ["db", "vectors"]  # fixtures used below
 
 DAY = timedelta(hours=24)
 

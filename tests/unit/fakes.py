@@ -1,0 +1,145 @@
+"""Fakes and helpers shared by the unit tests of the services and of the client."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from wickson_batch.db import Database
+from wickson_batch.models import Media, MediaState
+from wickson_batch.vectors.base import (
+    Hit,
+    Space,
+    StoredPoint,
+    VectorPoint,
+    VectorStoreError,
+    point_ids_for,
+)
+
+NOW = datetime(2026, 3, 9, 12, 34, 56, tzinfo=UTC)
+
+
+class FakeVectors:
+    """Records every call; holds point ids per space; can fail deletes in chosen spaces."""
+
+    def __init__(self) -> None:
+        self.dims: dict[Space, int] = {"hd": 2, "ld": 2}
+        self.points: dict[Space, set[uuid.UUID]] = {"hd": set(), "ld": set()}
+        self.deletes: list[tuple[Space, list[uuid.UUID]]] = []
+        self.fail_spaces: set[Space] = set()
+
+    def ensure(self) -> None: ...
+
+    def upsert(self, space: Space, points: Sequence[VectorPoint]) -> None:
+        self.points[space].update(p.id for p in points)
+
+    def delete(self, space: Space, point_ids: Sequence[uuid.UUID]) -> None:
+        self.deletes.append((space, list(point_ids)))
+        if space in self.fail_spaces:
+            raise VectorStoreError("down")
+        self.points[space].difference_update(point_ids)
+
+    def count(self, space: Space, media_id: str | None = None) -> int:
+        return len(self.points[space])
+
+    def search(self, space: Space, vector: Sequence[float], owner: str, limit: int) -> list[Hit]:
+        return []
+
+    def scan(self, space: Space, batch_size: int = 1000) -> Iterator[list[StoredPoint]]:
+        return iter([])
+
+    def ping(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def add_media(
+    db: Database, vectors: FakeVectors, media_id: str, owner: str, hd: int, ld: int
+) -> None:
+    with db.unit_of_work() as uow:
+        uow.session.add(
+            Media(
+                id=media_id,
+                owner=owner,
+                state=MediaState.LIVE,
+                hd_count=hd,
+                ld_count=ld,
+                created_at=NOW,
+            )
+        )
+        uow.commit()
+    vectors.points["hd"].update(point_ids_for(media_id, "hd", hd))
+    vectors.points["ld"].update(point_ids_for(media_id, "ld", ld))
+
+
+# ---------------------------------------------------------------- the client's server
+
+
+def envelope(status: int, code: str, message: str, **details: Any) -> httpx.Response:
+    body = {
+        "success": False,
+        "message": message,
+        "error": {"code": code, "details": {"request_id": "req_1", **details}},
+    }
+    return httpx.Response(status, json=body)
+
+
+@dataclass
+class FakeServer:
+    """Answers batches like the real one: ids in `live` are deleted (2 hd + 1 ld points each).
+
+    `script` holds replies for the next requests, in order; a None reply (or an empty
+    script) means "answer normally". A key seen before replays its first answer.
+    """
+
+    live: set[str] = field(default_factory=set)
+    script: list[httpx.Response | Exception | None] = field(default_factory=list)
+    requests: list[httpx.Request] = field(default_factory=list)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        scripted = self.script.pop(0) if self.script else None
+        if isinstance(scripted, Exception):
+            raise scripted
+        if scripted is not None:
+            return scripted
+        key = request.headers["Idempotency-Key"]
+        if key in self.answers:
+            return httpx.Response(
+                200, json=self.answers[key], headers={"Idempotent-Replayed": "true"}
+            )
+        ids = json.loads(request.content)["media_ids"]
+        deleted = [i for i in ids if i in self.live]
+        self.live -= set(deleted)
+        failed = {i: "NOT_FOUND" for i in ids if i not in deleted}
+        body = {
+            "success": True,
+            "message": f"Batch deletion completed: {len(deleted)} deleted, {len(failed)} failed",
+            "data": {
+                "deleted": {
+                    "count": len(deleted),
+                    "media_ids": deleted,
+                    "hd_vectors": 2 * len(deleted),
+                    "ld_vectors": len(deleted),
+                },
+                "failed": {"count": len(failed), "media_ids": list(failed), "reasons": failed},
+            },
+            "metadata": {"operation_id": f"batch_delete_{len(self.answers) + 1}"},
+        }
+        self.answers[key] = body
+        return httpx.Response(200, json=body)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests]
+
+    def keys(self) -> list[str]:
+        return [r.headers["Idempotency-Key"] for r in self.requests]
