@@ -25,8 +25,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, inspect, select, text
 
 from tests import models_4fe7ebd as previous
-from tests.helpers import settings_for, vector
 from tests.faults import FlakyVectors
+from tests.helpers import settings_for, vector
 from wickson_batch.cli import main
 from wickson_batch.config import Settings, load_settings
 from wickson_batch.db import _LOCK, MIGRATE_LOCK_SUFFIX, Database, SchemaChange, make_engine
