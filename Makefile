@@ -42,7 +42,7 @@ typecheck: $(VENV)/.dev
 
 check: lint typecheck test
 
-# The benchmark (README "Performance"): HTTP against the in-process floor, 10k and 100k media.
+# The benchmark (docs/performance.md): HTTP against the in-process floor, 10k and 100k media.
 # `make bench SIZES=10000,100000 BENCH_ARGS="--million --out f.json"`; `make bench-smoke`: tiny.
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/harness.py $(if $(SIZES),--sizes $(SIZES)) $(BENCH_ARGS)
