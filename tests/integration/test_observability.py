@@ -253,6 +253,11 @@ def worker_requests(folder: Path) -> dict[str, float]:
     return counted
 
 
+def both_answered(per_worker: dict[str, float]) -> bool:
+    """True when two workers have each counted a request."""
+    return len(per_worker) == 2 and min(per_worker.values()) > 0
+
+
 def test_two_workers_samples_add_up_in_any_workers_answer(
     server: LoggedServer, tmp_path: Path
 ) -> None:
@@ -276,8 +281,9 @@ def test_two_workers_samples_add_up_in_any_workers_answer(
         for media_id in ids
     ]
     sent = len(statuses)
-    # Fresh connections until each worker has answered some (the kernel picks the worker).
-    while min(worker_requests(folder).values(), default=0) == 0 and sent < 400:
+    # Fresh connections until each worker has answered some (the kernel picks the worker; a
+    # worker still opening its stores has no samples file yet).
+    while not both_answered(worker_requests(folder)) and sent < 400:
         assert server.request("GET", "/v1/media/vec-nope", key=secret)[0] == 404
         sent += 1
     per_worker = worker_requests(folder)
@@ -285,7 +291,7 @@ def test_two_workers_samples_add_up_in_any_workers_answer(
     samples = server.scrape()
 
     assert statuses == [200] * 4
-    assert len(per_worker) == 2 and min(per_worker.values()) > 0, per_worker
+    assert both_answered(per_worker), per_worker
     total = sum(
         v
         for (name, labels), v in samples.items()
