@@ -2,8 +2,8 @@
 
 The key's limit is "3 per 4 seconds" rather than "a few requests a minute": the limiter's
 mechanics are the same (a fixed window, 429 with Retry-After until it ends), but 1,000 ids in
-ten batches under 3/minute would make one test take three minutes. (The example in docs/client.md runs
-the same under "5/minute".)
+ten batches under 3/minute would make one test take three minutes. (The example in
+docs/client.md runs the same under "5/minute".)
 """
 
 from __future__ import annotations
