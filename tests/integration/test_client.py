@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_server import BIN, ROOT, Server, server
+from tests.gunicorn import BIN, ROOT, Server, server
 
 __all__ = ["server"]  # the fixture used below
 

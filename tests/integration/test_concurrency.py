@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from tests.conftest import Caller, body, stores_of
-from tests.integration.test_server import Server, server
+from tests.gunicorn import Server, server
 
 __all__ = ["server"]  # the real-server fixture, used here too
 

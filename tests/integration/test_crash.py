@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_server import Server, free_port
+from tests.gunicorn import Server, free_port
 from wickson_batch.config import load_settings
 from wickson_batch.services.stores import Stores
 from wickson_batch.vectors.base import SPACES

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_server import Server, free_port
+from tests.gunicorn import Server, free_port
 
 pytestmark = pytest.mark.slow
 

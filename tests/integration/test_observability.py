@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_server import BIN, ROOT, Server, free_port
+from tests.gunicorn import BIN, ROOT, Server, free_port
 from wickson_batch.db import Database
 from wickson_batch.models import CleanupTask
 

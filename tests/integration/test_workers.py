@@ -25,7 +25,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from tests import servers
-from tests.integration.test_server import ROOT, Server, free_port
+from tests.gunicorn import ROOT, Server, free_port
 from wickson_batch.vectors.base import SPACES
 from wickson_batch.vectors.server import ServerIndex
 
