@@ -97,6 +97,9 @@ class Settings:
             "RATELIMIT_STORAGE_URI": self.ratelimit_storage_uri,
             "RATELIMIT_STRATEGY": self.ratelimit_strategy,
             "RATELIMIT_HEADERS_ENABLED": True,
+            # No CORS is offered, so OPTIONS answers nothing a 405 with Allow does not: it is
+            # not served (and never reaches the API-key lookup or the limiter).
+            "PROVIDE_AUTOMATIC_OPTIONS": False,
         }
 
 

@@ -173,7 +173,7 @@ def _finish_request(response: Response) -> Response:
         "http.request",
         method=request.method,
         path=request.path,
-        route=request.url_rule.rule if request.url_rule else None,
+        route=route_template(request.url_rule.rule) if request.url_rule else None,
         status=response.status_code,
         duration_ms=duration_ms,
         key_id=principal.key_id if principal else None,
@@ -191,3 +191,11 @@ def init_app(app: Flask) -> None:
     app.before_request(_begin_request)
     app.after_request(_finish_request)
     app.teardown_request(_end_request)
+
+
+_CONVERTER = re.compile(r"<[^<>:]+:([^<>]+)>")
+
+
+def route_template(rule: str) -> str:
+    """A route as logs and metrics label it: `/v1/media/<media_id>`, without converter names."""
+    return _CONVERTER.sub(r"<\1>", rule)

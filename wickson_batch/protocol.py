@@ -22,6 +22,7 @@ __all__ = [
     "OperationStatus",
     "REPLAYED_HEADER",
     "REQUEST_ID_HEADER",
+    "RESERVED_MEDIA_SEGMENTS",
     "RETRY_AFTER_HEADER",
     "SCOPES",
     "Scope",
@@ -52,6 +53,12 @@ _MEDIA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 def is_media_id(value: str) -> bool:
     """True when `value` is a well-formed media id."""
     return _MEDIA_ID.fullmatch(value) is not None
+
+
+# The fixed segments under /v1/media/ (every route's, and any later one's): never a media id
+# in a path, so `GET /v1/media/batch` is a 405 naming the methods `/v1/media/batch` has,
+# not a lookup. Server-made ids are `vec-<hex>`: reserving a word never hides a media.
+RESERVED_MEDIA_SEGMENTS = frozenset({"batch", "search"})
 
 
 # --- scopes -----------------------------------------------------------------------------

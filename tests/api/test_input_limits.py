@@ -31,8 +31,9 @@ def assert_invalid(response: TestResponse, message: str, details: dict[str, Any]
         pytest.param("1.0", "a vector holds JSON numbers only", id="numeric-string"),
         pytest.param(True, "a vector holds JSON numbers only", id="boolean"),
         pytest.param(None, "a vector holds JSON numbers only", id="null"),
-        pytest.param(1e308, "a value is outside the 32-bit float range", id="beyond-float32"),
-        pytest.param(10**400, "a value is outside the 32-bit float range", id="huge-integer"),
+        pytest.param(1e308, "a value is outside -1e+15..1e+15", id="beyond-float32"),
+        pytest.param(10**400, "a value is outside -1e+15..1e+15", id="huge-integer"),
+        pytest.param(-3.4e38, "a value is outside -1e+15..1e+15", id="norm-overflows-float32"),
     ],
 )
 def test_a_bad_value_in_a_vector_is_refused(alice: Caller, value: Any, problem: str) -> None:
@@ -42,6 +43,17 @@ def test_a_bad_value_in_a_vector_is_refused(alice: Caller, value: Any, problem: 
 
     assert_invalid(
         response, f"Invalid hd_vectors[1]: {problem}", {"field": "hd_vectors", "path": [1]}
+    )
+
+
+def test_a_vector_whose_norm_vanishes_in_float32_is_refused(alice: Caller) -> None:
+    response = create(alice, {"ld_vectors": [[5e-324, 0, 1e-16, 0]]})
+
+    assert_invalid(
+        response,
+        "Invalid ld_vectors[0]: a vector needs a value of magnitude 1e-15 or more "
+        "(smaller ones vanish in 32-bit floats)",
+        {"field": "ld_vectors", "path": [0]},
     )
 
 

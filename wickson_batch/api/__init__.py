@@ -38,6 +38,7 @@ def build_api(settings: Settings, held: Stores) -> Flask:
     errors.register_handlers(app)
     app.after_request(_security_headers)
     limiter = ratelimits.init_app(app)
+    app.url_map.converters["media_id"] = media.MediaIdConverter
     app.register_blueprint(media.bp)
     app.register_blueprint(operations.bp)
     for unlimited in (health.bp, openapi.bp, docs.bp):

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..db import DatabaseUnavailable
 from ..logs import current_request_id
@@ -158,6 +158,10 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 413 and request and request.max_content_length:
         details["max_bytes"] = request.max_content_length
         message = f"Request body too large: at most {request.max_content_length} bytes"
+    if status == 405 and isinstance(error, MethodNotAllowed) and error.valid_methods:
+        allowed = sorted(error.valid_methods)
+        message = f"Method {request.method[:32]} not allowed here; allowed: {', '.join(allowed)}"
+        details["allowed_methods"] = allowed
     if status == 429:
         message = f"Rate limit exceeded: {error.description}"
         details["limit"] = str(error.description)
@@ -165,6 +169,8 @@ def handle_http_exception(error: HTTPException) -> Response:
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value
+    if "allowed_methods" in details:  # in one order, not a set's
+        response.headers["Allow"] = ", ".join(details["allowed_methods"])
     return response
 
 

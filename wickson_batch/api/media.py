@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
+from werkzeug.routing import BaseConverter
 
 from ..models import iso_utc
-from ..protocol import REPLAYED_HEADER, Scope, is_media_id
+from ..protocol import REPLAYED_HEADER, RESERVED_MEDIA_SEGMENTS, Scope, is_media_id
 from ..services import deletion, media
 from ..services.deletion import BatchOutcome
 from ..services.errors import MediaNotFound
 from . import metrics
 from .auth import require_principal, require_scope
 from .context import settings, stores
-from .requests import idempotency_key, json_object, load, load_batch_request, query_flag
+from .requests import (
+    idempotency_key,
+    json_object,
+    load,
+    load_batch_request,
+    query_flag,
+    refuse_idempotency_key,
+)
 from .schemas import (
     BatchDeleteResponse,
     CreatedMediaResponse,
@@ -28,6 +37,22 @@ from .schemas import (
 )
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
+
+
+class MediaIdConverter(BaseConverter):
+    """`<media_id:...>`: one path segment that is not a reserved word (RESERVED_MEDIA_SEGMENTS).
+
+    Refused in the pattern itself, so that routing never offers `/v1/media/<media_id>` for
+    `/v1/media/batch`: werkzeug answers 405 with the Allow of the fixed route alone.
+    A malformed id still reaches the view, which answers MEDIA_NOT_FOUND.
+    """
+
+    regex = (
+        "(?!(?:"
+        + "|".join(re.escape(word) for word in sorted(RESERVED_MEDIA_SEGMENTS))
+        + r")\Z)[^/]+"
+    )
+
 
 _batch_response = BatchDeleteResponse()
 _media_response = MediaResponse()
@@ -95,7 +120,9 @@ def delete_batch() -> ResponseReturnValue:
     """Delete up to MAX_BATCH_SIZE of the caller's media and their vectors."""
     principal = require_principal()
     dry_run = query_flag("dry_run")
-    key = None if dry_run else idempotency_key()  # a dry run changes nothing to repeat
+    key = idempotency_key()  # checked on a dry run too, as documented, then ignored there
+    if dry_run:
+        key = None  # a dry run changes nothing to repeat
     media_ids, reason = load_batch_request(json_object(), settings().max_batch_size)
     held = stores()
     if dry_run:
@@ -132,6 +159,7 @@ bp.add_url_rule(
 def create() -> ResponseReturnValue:
     """Create a media with its HD and LD vectors."""
     principal = require_principal()
+    refuse_idempotency_key("creating is not idempotent, and a retry would create a second media")
     data = load(_create_request, json_object(settings().media_max_content_length))
     held = stores()
     view = media.create_media(
@@ -155,7 +183,7 @@ def create() -> ResponseReturnValue:
     return dump(_created_response, body), 201
 
 
-@bp.route("/<media_id>", methods=["GET"])
+@bp.route("/<media_id:media_id>", methods=["GET"])
 @require_scope(Scope.READ)
 def get(media_id: str) -> ResponseReturnValue:
     """Return one of the caller's live media."""

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from ..config import Settings
 from ..db import DatabaseUnavailable
+from ..logs import route_template
 from ..services.cleanup import pending_cleanup_count
 from ..services.deletion import BatchOutcome
 from ..services.stores import Stores
@@ -158,7 +159,7 @@ def _start_timer() -> None:
 def _count_request(response: Response) -> Response:
     started = g.get("metrics_started")
     seconds = time.perf_counter() - started if started is not None else 0.0
-    route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
+    route = route_template(request.url_rule.rule) if request.url_rule else UNMATCHED_ROUTE
     metrics: Metrics = current_app.extensions[EXTENSION]
     metrics.observe_request(route, request.method, response.status_code, seconds)
     return response

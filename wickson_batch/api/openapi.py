@@ -1,7 +1,14 @@
-"""GET /openapi.json: OpenAPI 3.1 generated from the marshmallow schemas."""
+"""GET /openapi.json: OpenAPI 3.1 generated from the marshmallow schemas, built per app.
+
+The document states what this app enforces: vector sizes are its HD_DIM/LD_DIM, the batch
+size its MAX_BATCH_SIZE, body limits its MAX_CONTENT_LENGTH. Every method a path answers is
+documented (HEAD beside each GET; OPTIONS is not served, see config.flask_config), and a
+test compares it with the app's URL map.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from apispec import APISpec
@@ -10,9 +17,18 @@ from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
-from ..protocol import API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, REQUEST_ID_HEADER
+from ..config import Settings
+from ..protocol import (
+    API_KEY_HEADER,
+    IDEMPOTENCY_KEY_HEADER,
+    MEDIA_ID_PATTERN,
+    REPLAYED_HEADER,
+    REQUEST_ID_HEADER,
+    RESERVED_MEDIA_SEGMENTS,
+)
 from . import docs, schemas
 from .context import settings
+from .requests import FLAG_FALSE, FLAG_TRUE, IDEMPOTENCY_KEY_PATTERN
 
 bp = Blueprint("openapi", __name__)
 
@@ -21,11 +37,18 @@ _ERROR_TEXT = {
     401: "Missing, unknown or revoked API key (INVALID_API_KEY)",
     403: "The key lacks the scope (INSUFFICIENT_PERMISSIONS)",
     404: "Not found (MEDIA_NOT_FOUND, OPERATION_NOT_FOUND)",
+    405: (
+        "The path is another route's: media_id is one of its fixed segments, never an id "
+        "(METHOD_NOT_ALLOWED); Allow lists that route's methods"
+    ),
     409: "The first request with this Idempotency-Key is still running (IDEMPOTENCY_KEY_IN_USE)",
     413: "Body too large (PAYLOAD_TOO_LARGE)",
     415: "Not application/json (UNSUPPORTED_MEDIA_TYPE)",
     422: "Idempotency-Key already used with another body (IDEMPOTENCY_KEY_REUSED)",
-    429: "Rate limit exceeded (RATE_LIMIT_EXCEEDED); see Retry-After",
+    429: (
+        "Rate limit exceeded, or too many failed authentications from this address "
+        "(RATE_LIMIT_EXCEEDED); see Retry-After"
+    ),
     500: "Unexpected error (PROCESSING_ERROR); quote the request_id",
     503: "A store is unavailable; nothing was changed (SERVICE_UNAVAILABLE)",
 }
@@ -40,12 +63,12 @@ _COMMON_HEADERS = {
     REQUEST_ID_HEADER: _REQUEST_ID,
     "X-Content-Type-Options": {
         "description": "Always nosniff",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "enum": ["nosniff"]},
         "required": True,
     },
     "Cache-Control": {
         "description": "Always no-store",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "enum": ["no-store"]},
         "required": True,
     },
 }
@@ -54,6 +77,14 @@ _LIMIT_HEADERS = {
     "X-RateLimit-Remaining": {"description": "Requests left in the window", **_INT_HEADER},
     "X-RateLimit-Reset": {"description": "Unix time the window resets", **_INT_HEADER},
 }
+_RETRY_AFTER = {
+    "description": "Seconds to wait, at least 1",
+    "schema": {"type": "integer", "minimum": 1},
+    "required": True,
+}
+_IGNORED_IDEMPOTENCY = (
+    f" An `{IDEMPOTENCY_KEY_HEADER}` header is ignored here: the operation changes nothing."
+)
 
 
 def _response(description: str, schema: str, *, limited: bool, status: int = 200) -> dict[str, Any]:
@@ -61,51 +92,89 @@ def _response(description: str, schema: str, *, limited: bool, status: int = 200
     if limited:
         headers.update(_LIMIT_HEADERS)
     if status in (409, 429):
-        headers["Retry-After"] = {"description": "Seconds to wait, at least 1", **_INT_HEADER}
+        headers["Retry-After"] = _RETRY_AFTER
+    if status == 405:
+        headers["Allow"] = {
+            "description": "The methods the path answers",
+            "schema": {"type": "string"},
+            "required": True,
+        }
     return {
         "description": description,
         "headers": headers,
-        "content": {"application/json": {"schema": schema}},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
 
 
 def _operation(
+    operation_id: str,
     summary: str,
     ok: tuple[int, str, str],
     errors: list[int],
     *,
     scope: str | None = None,
-    body: str | None = None,
+    body: tuple[str, int] | None = None,
     parameters: list[dict[str, Any]] | None = None,
+    note: str = "",
 ) -> dict[str, Any]:
     limited = scope is not None
     status, description, schema = ok
     responses = {str(status): _response(description, schema, limited=limited)}
     for code in errors:
+        # A 405 is answered by routing, before the limiter counts anything.
         responses[str(code)] = _response(
-            _ERROR_TEXT[code], "ErrorResponse", limited=limited, status=code
+            _ERROR_TEXT[code], "ErrorResponse", limited=limited and code != 405, status=code
         )
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": responses,
+    }
+    description = note
     if scope is not None:
         operation["security"] = [{"ApiKey": []}]
-        operation["description"] = f"Requires an API key with the `{scope}` scope."
+        description = f"Requires an API key with the `{scope}` scope.{note}"
+    if description:
+        operation["description"] = description.strip()
     if body is not None:
+        name, max_bytes = body
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": body}},
+            "description": (
+                f"JSON (`Content-Type: application/json`, else 415), at most {max_bytes} bytes "
+                "(else 413). Duplicate keys in an object are refused (400)."
+            ),
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
     if parameters:
         operation["parameters"] = parameters
     return operation
 
 
-_DRY_RUN = {
-    "name": "dry_run",
-    "in": "query",
-    "required": False,
-    "description": "true: report what would be deleted, change and store nothing",
-    "schema": {"type": "boolean", "default": False},
-}
+def _head(get: dict[str, Any]) -> dict[str, Any]:
+    """The HEAD twin of a GET operation: the same statuses and headers, no body."""
+    head = copy.deepcopy(get)
+    head["operationId"] = "head" + get["operationId"][0].upper() + get["operationId"][1:]
+    head["summary"] = get["summary"] + " (headers only)"
+    for response in head["responses"].values():
+        response.pop("content", None)
+    return head
+
+
+def _dry_run() -> dict[str, Any]:
+    values = sorted(FLAG_TRUE) + sorted(FLAG_FALSE)
+    return {
+        "name": "dry_run",
+        "in": "query",
+        "required": False,
+        "description": (
+            "true (or 1): report what would be deleted, change and store nothing; false (or 0, "
+            "or absent): delete. Exactly these spellings; given twice it is refused (400)."
+        ),
+        "schema": {"type": "string", "enum": values},
+    }
+
+
 _IDEMPOTENCY_KEY = {
     "name": IDEMPOTENCY_KEY_HEADER,
     "in": "header",
@@ -113,11 +182,13 @@ _IDEMPOTENCY_KEY = {
     "description": (
         "Any unique string per logical request (a UUID): a retry with the same key and body "
         "within 24 hours replays the first answer and deletes nothing more. Scoped to the "
-        "API key; ignored on a dry run."
+        "API key. On a dry run it must still be well-formed, and is otherwise ignored. Sent "
+        "twice, it is refused (400)."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
 }
 _BODY_ERRORS = [400, 401, 403, 413, 415, 429, 500, 503]
+_READ_ERRORS = [401, 403, 404, 429, 500, 503]
 _SCHEMAS: dict[str, type[Schema]] = {
     "BatchDeleteRequest": schemas.BatchDeleteRequest,
     "BatchDeleteResponse": schemas.BatchDeleteResponse,
@@ -130,82 +201,193 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "HealthResponse": schemas.HealthResponse,
     "ErrorResponse": schemas.ErrorResponse,
 }
+# Text columns hold no NUL (a lone surrogate is refused too; JSON Schema cannot say so).
+_NO_NUL = "^[^\\u0000]*$"
 
 
-def _plain(description: str, media_types: list[str]) -> dict[str, Any]:
+def _vector(dim: int, space: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": (
+            f"One {space.upper()} vector: exactly {dim} JSON numbers, each within "
+            f"±{schemas.MAX_VECTOR_VALUE:g}, at least one of magnitude {schemas.MIN_VECTOR_PEAK:g} "
+            "or more (so that its norm is finite and not zero in 32-bit floats)"
+        ),
+        "minItems": dim,
+        "maxItems": dim,
+        "items": {
+            "type": "number",
+            "minimum": -schemas.MAX_VECTOR_VALUE,
+            "maximum": schemas.MAX_VECTOR_VALUE,
+        },
+        "contains": {
+            "anyOf": [
+                {"minimum": schemas.MIN_VECTOR_PEAK},
+                {"maximum": -schemas.MIN_VECTOR_PEAK},
+            ]
+        },
+    }
+
+
+def _constrain(document: dict[str, Any], config: Settings) -> None:
+    """Add what marshmallow cannot say: this app's sizes, and the rules across fields."""
+    components = document["components"]["schemas"]
+    components["HdVector"] = _vector(config.hd_dim, "hd")
+    components["LdVector"] = _vector(config.ld_dim, "ld")
+
+    batch = components["BatchDeleteRequest"]
+    batch["properties"]["media_ids"]["maxItems"] = config.max_batch_size
+    batch["properties"]["reason"]["pattern"] = _NO_NUL
+
+    create = components["CreateMediaRequest"]
+    properties = create["properties"]
+    properties["title"]["pattern"] = _NO_NUL
+    properties["metadata"]["description"] = (
+        f"Any JSON object, at most {schemas.MAX_METADATA_BYTES} bytes as JSON"
+    )
+    for space in ("hd", "ld"):
+        vectors = properties[f"{space}_vectors"]
+        vectors["items"] = {"$ref": f"#/components/schemas/{space.capitalize()}Vector"}
+        vectors["description"] = f"0 to {schemas.MAX_VECTORS} vectors (default none)"
+    create["description"] = "At least one vector, in hd_vectors or ld_vectors."
+    create["anyOf"] = [
+        {"required": [f"{space}_vectors"], "properties": {f"{space}_vectors": {"minItems": 1}}}
+        for space in ("hd", "ld")
+    ]
+
+    search = components["SearchRequest"]
+    search["properties"]["vector"] = {
+        "type": "array",
+        "description": "A vector of the chosen space (HdVector or LdVector)",
+    }
+    search["anyOf"] = [
+        {
+            "properties": {
+                "space": {"const": space},
+                "vector": {"$ref": f"#/components/schemas/{space.capitalize()}Vector"},
+            }
+        }
+        for space in ("hd", "ld")
+    ]
+
+
+def _plain(description: str, media_types: list[str], headers: dict[str, Any]) -> dict[str, Any]:
     return {
         "description": description,
-        "headers": _COMMON_HEADERS,
+        "headers": headers,
         "content": {media: {"schema": {"type": "string"}} for media in media_types},
     }
 
 
+def _get_and_head(spec: APISpec, path: str, get: dict[str, Any]) -> None:
+    spec.path(path, operations={"get": get, "head": _head(get)})
+
+
 def _operator_paths(spec: APISpec, metrics: bool) -> None:
     """Document the routes for people and scrapers: /docs, its files, /metrics (if served)."""
-    not_found = _response("Not one of the page's files (NOT_FOUND)", "ErrorResponse", limited=False)
-    spec.path(
+    page_headers = {
+        **_COMMON_HEADERS,
+        "Content-Security-Policy": {
+            "description": "Scripts from this server only",
+            "schema": {"type": "string", "enum": [docs.CONTENT_SECURITY_POLICY]},
+            "required": True,
+        },
+        "Referrer-Policy": {
+            "schema": {"type": "string", "enum": ["no-referrer"]},
+            "required": True,
+        },
+    }
+    _get_and_head(
+        spec,
         "/docs",
-        operations={
-            "get": {
-                "summary": "This reference, interactive (Swagger UI)",
-                "responses": {"200": _plain("An HTML page", ["text/html"])},
-            }
+        {
+            "operationId": "getDocs",
+            "summary": "This reference, interactive (Swagger UI)",
+            "responses": {"200": _plain("An HTML page", ["text/html"], page_headers)},
         },
     )
-    spec.path(
+    _get_and_head(
+        spec,
         "/docs/{name}",
-        operations={
-            "get": {
-                "summary": "A file the /docs page loads",
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": list(docs.ASSETS)},
-                    }
-                ],
-                "responses": {
-                    "200": _plain("The file", ["text/javascript", "text/css", "image/png"]),
-                    "404": not_found,
-                },
-            }
+        {
+            "operationId": "getDocsAsset",
+            "summary": "A file the /docs page loads",
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(docs.ASSETS)},
+                }
+            ],
+            "responses": {
+                "200": _plain(
+                    "The file", ["text/javascript", "text/css", "image/png"], _COMMON_HEADERS
+                ),
+                "404": _response(
+                    "Not one of the page's files (NOT_FOUND)", "ErrorResponse", limited=False
+                ),
+            },
         },
     )
     if not metrics:
         return
-    spec.path(
+    _get_and_head(
+        spec,
         "/metrics",
-        operations={
-            "get": {
-                "summary": "Prometheus metrics, for the operators' scraper only",
-                "responses": {"200": _plain("Prometheus text format 0.0.4", ["text/plain"])},
-            }
+        {
+            "operationId": "getMetrics",
+            "summary": "Prometheus metrics, for the operators' scraper only",
+            "responses": {
+                "200": _plain("Prometheus text format 0.0.4", ["text/plain"], _COMMON_HEADERS)
+            },
         },
     )
 
 
-def build_spec(max_batch: int, metrics: bool = True) -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of every route."""
+def _path_id(name: str, description: str, reserved: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "pattern": MEDIA_ID_PATTERN}
+    if reserved:
+        schema["not"] = {"enum": sorted(RESERVED_MEDIA_SEGMENTS)}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def build_spec(config: Settings) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of every route of an app built with `config`."""
     spec = APISpec(
         title="wickson-batch",
         version="1.0.0",
         openapi_version="3.1.0",
         plugins=[MarshmallowPlugin()],
-        info={"description": "Batch deletion of media and their vectors."},
+        info={
+            "description": (
+                "Batch deletion of media and their vectors. Every error, 404 and 405 "
+                "included, is the ErrorResponse envelope; a method a path does not list "
+                "(OPTIONS included: no CORS is offered) is 405 METHOD_NOT_ALLOWED with Allow."
+            )
+        },
     )
     spec.components.security_scheme(
         "ApiKey", {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
     )
     for name, schema in _SCHEMAS.items():
         spec.components.schema(name, schema=schema)
+    max_batch = config.max_batch_size
+    body_bytes, media_bytes = config.max_content_length, config.media_max_content_length
     batch = _operation(
+        "deleteBatch",
         f"Delete up to {max_batch} media and their vectors",
         (200, "Processed; per-item outcomes inside", "BatchDeleteResponse"),
         sorted([*_BODY_ERRORS, 409, 422]),
         scope="media:delete",
-        body="BatchDeleteRequest",
-        parameters=[_DRY_RUN, _IDEMPOTENCY_KEY],
+        body=("BatchDeleteRequest", body_bytes),
+        parameters=[_dry_run(), _IDEMPOTENCY_KEY],
     )
     batch["responses"]["200"]["headers"][REPLAYED_HEADER] = {
         "description": "true when this answer replays the first one given for the "
@@ -213,111 +395,123 @@ def build_spec(max_batch: int, metrics: bool = True) -> dict[str, Any]:
         "schema": {"type": "string", "enum": ["true"]},
         "required": False,
     }
+    batch["responses"]["200"]["links"] = {
+        "GetOperation": {
+            "operationId": "getOperation",
+            "description": "A dry run's operation is not stored: it is not found",
+            "parameters": {"operation_id": "$response.body#/metadata/operation_id"},
+        }
+    }
     spec.path("/v1/media/batch", operations={"delete": batch})
     spec.path(
         "/v1/media/batch/delete",
-        operations={"post": {**batch, "summary": batch["summary"] + " (POST alias)"}},
-    )
-    spec.path(
-        "/v1/media",
         operations={
-            "post": _operation(
-                "Create a media with its vectors",
-                (201, "Created", "CreatedMediaResponse"),
-                _BODY_ERRORS,
-                scope="media:write",
-                body="CreateMediaRequest",
-            )
+            "post": {
+                **batch,
+                "operationId": "deleteBatchPost",
+                "summary": batch["summary"] + " (POST alias)",
+            }
         },
     )
+    create = _operation(
+        "createMedia",
+        "Create a media with its vectors",
+        (201, "Created", "CreatedMediaResponse"),
+        _BODY_ERRORS,
+        scope="media:write",
+        body=("CreateMediaRequest", media_bytes),
+        note=(
+            f" An `{IDEMPOTENCY_KEY_HEADER}` header is refused (400 INVALID_REQUEST): "
+            "creating is not idempotent here, and a retry would create a second media."
+        ),
+    )
+    create["responses"]["201"]["links"] = {
+        "GetCreatedMedia": {
+            "operationId": "getMedia",
+            "parameters": {"media_id": "$response.body#/data/media_id"},
+        },
+    }
+    spec.path("/v1/media", operations={"post": create})
     spec.path(
         "/v1/media/search",
         operations={
             "post": _operation(
+                "searchMedia",
                 "Search the caller's live media",
                 (200, "Nearest media, best first", "SearchResponse"),
                 _BODY_ERRORS,
                 scope="media:read",
-                body="SearchRequest",
+                body=("SearchRequest", body_bytes),
+                note=_IGNORED_IDEMPOTENCY,
             )
         },
     )
-    spec.path(
+    _get_and_head(
+        spec,
         "/v1/media/{media_id}",
-        operations={
-            "get": _operation(
-                "Read one of the caller's media",
-                (200, "The media", "MediaResponse"),
-                [401, 403, 404, 429, 500, 503],
-                scope="media:read",
-                parameters=[
-                    {
-                        "name": "media_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-            )
-        },
+        _operation(
+            "getMedia",
+            "Read one of the caller's media",
+            (200, "The media", "MediaResponse"),
+            sorted([*_READ_ERRORS, 405]),
+            scope="media:read",
+            parameters=[
+                _path_id(
+                    "media_id",
+                    "A media id (server-made ids are vec-<hex>); the fixed segments of "
+                    "the other /v1/media/ routes are never ids",
+                    reserved=True,
+                )
+            ],
+            note=_IGNORED_IDEMPOTENCY,
+        ),
     )
-    spec.path(
+    _get_and_head(
+        spec,
         "/v1/operations/{operation_id}",
-        operations={
-            "get": {
-                **_operation(
-                    "What a past batch deletion did",
-                    (200, "Its stored answer, with its status", "OperationResponse"),
-                    [401, 403, 404, 429, 500, 503],
-                    scope="media:read",
-                    parameters=[
-                        {
-                            "name": "operation_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                ),
-                "description": (
-                    "Requires an API key of the same owner with the `media:read` or "
-                    "`media:delete` scope; another owner's operation is not found."
-                ),
-            }
-        },
+        _operation(
+            "getOperation",
+            "What a past batch deletion did",
+            (200, "Its stored answer, with its status", "OperationResponse"),
+            _READ_ERRORS,
+            scope="media:read",
+            parameters=[_path_id("operation_id", "The metadata.operation_id of a batch")],
+            note=(
+                " An API key of the same owner with the `media:delete` scope will do too; "
+                "another owner's operation is not found." + _IGNORED_IDEMPOTENCY
+            ),
+        ),
     )
-    spec.path(
+    _get_and_head(
+        spec,
         "/healthz",
-        operations={"get": _operation("Liveness", (200, "Alive", "HealthResponse"), [500])},
+        _operation("getHealth", "Liveness", (200, "Alive", "HealthResponse"), [500]),
     )
-    spec.path(
+    _get_and_head(
+        spec,
         "/readyz",
-        operations={
-            "get": _operation(
-                "Readiness of both stores", (200, "Ready", "HealthResponse"), [500, 503]
-            )
-        },
+        _operation(
+            "getReadiness", "Readiness of both stores", (200, "Ready", "HealthResponse"), [500, 503]
+        ),
     )
-    spec.path(
+    _get_and_head(
+        spec,
         "/openapi.json",
-        operations={
-            "get": {
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.1",
-                        "headers": _COMMON_HEADERS,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
+        {
+            "operationId": "getOpenApi",
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "headers": _COMMON_HEADERS,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
         },
     )
-    _operator_paths(spec, metrics)
+    _operator_paths(spec, config.metrics_enabled)
     document = spec.to_dict()
-    # The batch size is configuration, not schema: state it where clients look.
-    ids = document["components"]["schemas"]["BatchDeleteRequest"]["properties"]["media_ids"]
-    ids["maxItems"] = max_batch
+    _constrain(document, config)
     return document
 
 
@@ -326,6 +520,6 @@ def openapi() -> ResponseReturnValue:
     """Serve the OpenAPI document."""
     cached = current_app.extensions.get("wickson_openapi")
     if cached is None:
-        cached = build_spec(settings().max_batch_size, settings().metrics_enabled)
+        cached = build_spec(settings())
         current_app.extensions["wickson_openapi"] = cached
     return cached

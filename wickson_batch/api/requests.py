@@ -149,17 +149,26 @@ def _invalid_ids(problem: Any) -> InvalidMediaIds:
     )
 
 
-_TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+# Exactly these spellings: the OpenAPI document lists them, and a client bug ("TRUE" meant
+# as true, or not) is better caught than guessed.
+FLAG_TRUE, FLAG_FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 # Visible ASCII, as in the IETF draft and the payment APIs that use the header.
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,255}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN.strip("^$"))
 
 
 def query_flag(name: str) -> bool:
-    """Return a boolean query parameter: true/false or 1/0; absent is false."""
-    raw = request.args.get(name)
-    if raw is None or raw.lower() in _FALSE:
+    """Return a boolean query parameter: true/false or 1/0; absent is false; twice is refused."""
+    given = request.args.getlist(name)
+    if len(given) > 1:
+        raise InvalidRequest(
+            f"Query parameter {name} was given {len(given)} times; give it once",
+            {"parameter": name},
+        )
+    raw = given[0] if given else None
+    if raw is None or raw in FLAG_FALSE:
         return False
-    if raw.lower() in _TRUE:
+    if raw in FLAG_TRUE:
         return True
     raise InvalidRequest(
         f"Query parameter {name} must be true or false", {"parameter": name, "received": raw[:64]}
@@ -168,9 +177,15 @@ def query_flag(name: str) -> bool:
 
 def idempotency_key() -> str | None:
     """Return the request's Idempotency-Key, if it sent one; refuse a malformed one."""
-    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
-    if key is None:
+    given = request.headers.getlist(IDEMPOTENCY_KEY_HEADER)
+    if not given:
         return None
+    if len(given) > 1:
+        raise InvalidRequest(
+            f"{IDEMPOTENCY_KEY_HEADER} was sent {len(given)} times; send it once",
+            {"header": IDEMPOTENCY_KEY_HEADER},
+        )
+    key = given[0]
     if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidRequest(
             f"{IDEMPOTENCY_KEY_HEADER} must be 1 to 255 visible ASCII characters "
@@ -178,3 +193,12 @@ def idempotency_key() -> str | None:
             {"header": IDEMPOTENCY_KEY_HEADER},
         )
     return key
+
+
+def refuse_idempotency_key(why: str) -> None:
+    """Refuse an Idempotency-Key on a route that cannot honour it, rather than ignore it."""
+    if IDEMPOTENCY_KEY_HEADER in request.headers:
+        raise InvalidRequest(
+            f"{IDEMPOTENCY_KEY_HEADER} is not supported here: {why}",
+            {"header": IDEMPOTENCY_KEY_HEADER},
+        )

@@ -21,7 +21,11 @@ MAX_VECTORS = 256
 MAX_TITLE = 500
 MAX_METADATA_BYTES = 64 * 1024
 MAX_DIM = 65_536  # Qdrant's own limit on a vector's size
-FLOAT32_MAX = 3.4028234663852886e38
+# Cosine distance normalises each vector in 32-bit floats: its squared norm must neither
+# overflow nor vanish. Within these bounds it cannot, for any size up to MAX_DIM (a value near
+# the float32 maximum made the store fail: "overflow encountered in dot").
+MAX_VECTOR_VALUE = 1e15
+MIN_VECTOR_PEAK = 1e-15
 
 
 def _check_media_id(value: str) -> None:
@@ -81,7 +85,7 @@ class BatchDeleteRequest(StrictSchema):
 
 
 class Vector(fields.List[float]):
-    """One vector: JSON numbers only, within float32 range, not all zero.
+    """One vector: JSON numbers only, each within ±MAX_VECTOR_VALUE, one at least MIN_VECTOR_PEAK.
 
     Checked in one pass over plain Python values, not a marshmallow field per number, and
     the size first: a wrong or huge vector costs almost nothing to refuse.
@@ -102,10 +106,15 @@ class Vector(fields.List[float]):
             raise ValidationError(f"a vector holds 1 to {MAX_DIM} numbers")
         if not all(type(v) is float or type(v) is int for v in value):
             raise ValidationError("a vector holds JSON numbers only")
-        if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in value):
-            raise ValidationError("a value is outside the 32-bit float range")
-        if not any(value):
-            raise ValidationError("a vector of zeros has no direction")
+        if not all(-MAX_VECTOR_VALUE <= v <= MAX_VECTOR_VALUE for v in value):
+            raise ValidationError(f"a value is outside -{MAX_VECTOR_VALUE:g}..{MAX_VECTOR_VALUE:g}")
+        if not any(abs(v) >= MIN_VECTOR_PEAK for v in value):
+            if not any(value):
+                raise ValidationError("a vector of zeros has no direction")
+            raise ValidationError(
+                f"a vector needs a value of magnitude {MIN_VECTOR_PEAK:g} or more "
+                "(smaller ones vanish in 32-bit floats)"
+            )
         vector: list[float | None] = [float(v) for v in value]
         return vector
 
@@ -135,10 +144,21 @@ class CreateMediaRequest(StrictSchema):
             raise ValidationError(f"metadata is at most {MAX_METADATA_BYTES} bytes of JSON")
 
 
+class JsonInteger(fields.Integer):
+    """A JSON number that is a whole number: 5 or 5.0 (JSON Schema's `integer`), not "5" or true."""
+
+    def _validated(self, value: Any) -> int:
+        if type(value) is float and value.is_integer():
+            return int(value)
+        if type(value) is not int:
+            raise self.make_error("invalid")
+        return value
+
+
 class SearchRequest(StrictSchema):
     vector = Vector(required=True)
     space = fields.String(required=True, validate=validate.OneOf(["hd", "ld"]))
-    limit = fields.Integer(load_default=10, strict=True, validate=validate.Range(min=1, max=100))
+    limit = JsonInteger(load_default=10, validate=validate.Range(min=1, max=100))
 
 
 # --- responses --------------------------------------------------------------------------
