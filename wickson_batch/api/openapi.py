@@ -400,7 +400,11 @@ def build_spec(config: Settings) -> dict[str, Any]:
             "operationId": "getOperation",
             "description": "A dry run's operation is not stored: it is not found",
             "parameters": {"operation_id": "$response.body#/metadata/operation_id"},
-        }
+        },
+        "HeadOperation": {
+            "operationId": "headGetOperation",
+            "parameters": {"operation_id": "$response.body#/metadata/operation_id"},
+        },
     }
     spec.path("/v1/media/batch", operations={"delete": batch})
     spec.path(
@@ -428,6 +432,10 @@ def build_spec(config: Settings) -> dict[str, Any]:
     create["responses"]["201"]["links"] = {
         "GetCreatedMedia": {
             "operationId": "getMedia",
+            "parameters": {"media_id": "$response.body#/data/media_id"},
+        },
+        "HeadCreatedMedia": {
+            "operationId": "headGetMedia",
             "parameters": {"media_id": "$response.body#/data/media_id"},
         },
     }
