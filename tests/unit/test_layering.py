@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import textwrap
@@ -10,36 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_imports import import_graph
+
 PACKAGE = Path(__file__).resolve().parents[2] / "wickson_batch"
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _imports(path: Path) -> set[str]:
-    """Return every module `path` imports (relative imports resolved), at any depth of code."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
-
-
-def _graph() -> dict[str, set[str]]:
-    return {_module_name(path): _imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
 
 
 def _within(module: str, prefix: str) -> bool:
@@ -49,7 +21,7 @@ def _within(module: str, prefix: str) -> bool:
 def _arrows(sources: str, targets: tuple[str, ...]) -> list[str]:
     return sorted(
         f"{module} -> {imported}"
-        for module, imported_set in _graph().items()
+        for module, imported_set in import_graph(PACKAGE).items()
         if _within(module, sources)
         for imported in imported_set
         if any(_within(imported, target) for target in targets)
@@ -75,7 +47,7 @@ def test_the_client_shares_only_the_protocol_with_the_server() -> None:
 
 
 def test_the_protocol_imports_no_framework() -> None:
-    imported = _graph()["wickson_batch.protocol"]
+    imported = import_graph(PACKAGE)["wickson_batch.protocol"]
     assert imported <= {"__future__", "__future__.annotations", "re"}
 
 

@@ -6,37 +6,14 @@ importer), and a conftest imported as a module is a second copy of the one pytes
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests.source_imports import imported_modules, module_name
+
 TESTS = Path(__file__).resolve().parents[1]
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(TESTS.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def imported_modules(source: str, name: str, is_package: bool = False) -> set[str]:
-    """Return every module (or name in one) that `source` imports, relative imports resolved."""
-    package = name if is_package else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
 
 
 def forbidden(module: str) -> str | None:
@@ -53,7 +30,7 @@ def forbidden(module: str) -> str | None:
 def _arrows() -> list[str]:
     arrows: set[str] = set()
     for path in sorted(TESTS.rglob("*.py")):
-        name = _module_name(path)
+        name = module_name(path, TESTS.parent)
         for module in imported_modules(path.read_text(), name, path.name == "__init__.py"):
             target = forbidden(module)
             if target is not None:
