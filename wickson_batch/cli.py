@@ -33,18 +33,6 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _database() -> Iterator[Database]:
-    db = Database(_settings().database_url)
-    try:
-        db.upgrade_schema()
-        yield db
-    except _OPERATOR_ERRORS as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        db.dispose()
-
-
-@contextmanager
 def _unmigrated_database() -> Iterator[Database]:
     """The database as it is, for the commands that migrate it or report its revision."""
     db = Database(_settings().database_url)
@@ -54,6 +42,14 @@ def _unmigrated_database() -> Iterator[Database]:
         raise click.ClickException(str(error)) from None
     finally:
         db.dispose()
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
+    """The database, migrated to head."""
+    with _unmigrated_database() as db:
+        db.upgrade_schema()
+        yield db
 
 
 @contextmanager
