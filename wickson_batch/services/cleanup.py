@@ -221,7 +221,7 @@ def _mismatch(row: Any, found: dict[Space, int]) -> MissingPoints | None:
 def check_consistency(db: Database, vectors: VectorIndex, sample: int = 20) -> ConsistencyReport:
     """Compare every media row with the points the store holds.
 
-    `media_missing_points` lists the first `sample` live media whose points do not match
+    `media_missing_points` lists the first `sample` live media (by id) whose points do not match
     their row; `missing_points_count` counts them all.
     """
     report = ConsistencyReport(pending_cleanup=pending_cleanup_count(db))
@@ -229,7 +229,9 @@ def check_consistency(db: Database, vectors: VectorIndex, sample: int = 20) -> C
         media = {
             row.id: row
             for row in uow.session.execute(
-                select(Media.id, Media.owner, Media.state, Media.hd_count, Media.ld_count)
+                select(Media.id, Media.owner, Media.state, Media.hd_count, Media.ld_count).order_by(
+                    Media.id
+                )
             )
         }
     report.live_media = sum(1 for row in media.values() if row.state == MediaState.LIVE)
