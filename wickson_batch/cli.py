@@ -202,13 +202,28 @@ def seed(owner: str, count: int, hd_per_media: int, ld_per_media: int) -> None:
 
 
 @main.command()
-def reconcile() -> None:
-    """Drain every pending vector cleanup now and remove orphan points."""
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Also delete the live media whose points are gone, as operations of their owners.",
+)
+def reconcile(repair: bool) -> None:
+    """Drain every pending vector cleanup now and remove orphan points.
+
+    Exits 1 when a cleanup task failed. Live media missing points (older than
+    RECONCILE_GRACE_SECONDS) are only named, unless `--repair` deletes them through the
+    batch-deletion protocol, with reason `repair:missing_points`.
+    """
     settings = _settings()
+    grace = timedelta(seconds=settings.reconcile_grace_seconds)
     with _stores() as held:
-        stale = cleanup.remove_stale_pending(
-            held.db, grace=timedelta(seconds=settings.reconcile_grace_seconds)
-        )
+        stale = cleanup.remove_stale_pending(held.db, grace=grace)
+        if repair:
+            missing = cleanup.repair_missing_points(
+                held.db, held.vectors, grace=grace, max_batch=settings.max_batch_size
+            )
+        else:
+            missing = cleanup.find_missing_points(held.db, held.vectors, grace=grace)
         report = cleanup.drain_cleanup(
             held.db, held.vectors, grace=timedelta(0), postponed_too=True
         )
@@ -218,8 +233,31 @@ def reconcile() -> None:
         f"stale pending media removed: {stale}; "
         f"orphan points removed: hd {orphans['hd']}, ld {orphans['ld']}"
     )
+    _report_missing(missing, repair, settings.reconcile_grace_seconds)
     if report.tasks_failed:
         sys.exit(1)
+
+
+def _report_missing(missing: cleanup.RepairReport, repaired: bool, grace: float) -> None:
+    if repaired and missing.operation_ids:
+        click.echo(
+            f"live media missing points repaired: {missing.repaired}; "
+            f"operations: {' '.join(missing.operation_ids)}"
+        )
+    elif not repaired and missing.found:
+        click.echo(
+            f"live media missing points: {len(missing.found)}, left as they are: "
+            "run `wickson-batch reconcile --repair` to delete them"
+        )
+        for media in missing.found[:20]:
+            click.echo(f"  {media.describe()}")
+    if missing.recovered:
+        click.echo(f"live media whose points came back before the repair: {missing.recovered}")
+    if missing.too_young:
+        click.echo(
+            f"live media missing points younger than {grace:g} s, left for a later run: "
+            f"{missing.too_young}"
+        )
 
 
 @main.command()
@@ -231,11 +269,22 @@ def check() -> None:
     click.echo(f"points: hd {report.points['hd']}, ld {report.points['ld']}")
     click.echo(f"pending cleanup tasks: {report.pending_cleanup}")
     click.echo(f"orphan points: hd {report.orphan_points['hd']}, ld {report.orphan_points['ld']}")
-    click.echo(f"media missing points: {len(report.media_missing_points)}")
-    for media_id in report.media_missing_points:
-        click.echo(f"  {media_id}")
+    click.echo(f"media missing points: {report.missing_points_count}")
+    for media in report.media_missing_points:
+        click.echo(f"  {media.describe()}")
+    if report.missing_points_count > len(report.media_missing_points):
+        click.echo(
+            f"  ... and {report.missing_points_count - len(report.media_missing_points)} more"
+        )
     if report.consistent:
         click.echo("consistent")
+    elif report.missing_points_count:
+        click.echo(
+            "INCONSISTENT: run `wickson-batch reconcile --repair` "
+            "(it deletes the live media missing points)",
+            err=True,
+        )
+        sys.exit(1)
     else:
         click.echo("INCONSISTENT: run `wickson-batch reconcile`", err=True)
         sys.exit(1)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 
 from wickson_batch.cli import main
 from wickson_batch.db import Database
-from wickson_batch.models import CleanupTask, Media, utcnow
-from wickson_batch.protocol import SCOPES
+from wickson_batch.models import CleanupTask, Media, Operation, utcnow
+from wickson_batch.protocol import SCOPES, OperationStatus
 from wickson_batch.services import keys
+from wickson_batch.services.deletion import get_operation
+from wickson_batch.vectors.base import Space, point_ids_for
 from wickson_batch.vectors.edge import EdgeIndex
 
 Invoke = Callable[..., Result]
@@ -96,6 +98,30 @@ def check_lines(live: int, hd: int, ld: int, orphan_hd: int = 0, orphan_ld: int 
         f"orphan points: hd {orphan_hd}, ld {orphan_ld}",
         "media missing points: 0",
     ]
+
+
+def lose_points(data_dir: Path, losses: dict[str, dict[Space, int]]) -> None:
+    """Delete some of each media's points straight from the store, as lost writes would."""
+    index = EdgeIndex(str(data_dir), {"hd": 8, "ld": 4})
+    index.ensure()
+    try:
+        for media_id, spaces in losses.items():
+            for space, count in spaces.items():
+                index.delete(space, point_ids_for(media_id, space, count))
+        index.flush()
+    finally:
+        index.close()
+
+
+def age(db: Database, media_ids: list[str], minutes: int = 10) -> None:
+    """Make media look created `minutes` ago: past the reconciler's grace period."""
+    with db.unit_of_work() as uow:
+        uow.session.execute(
+            update(Media)
+            .where(Media.id.in_(media_ids))
+            .values(created_at=utcnow() - timedelta(minutes=minutes))
+        )
+        uow.commit()
 
 
 # keys create
@@ -306,3 +332,85 @@ def test_command_needing_the_locked_store_says_to_stop_the_server(
     assert "stop the server" in result.stderr
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+# live media whose points are gone
+
+
+NOTHING_ELSE = (
+    "cleanup tasks done: 0, failed: 0; stale pending media removed: 0; "
+    "orphan points removed: hd 0, ld 0"
+)
+
+
+def test_live_media_missing_points_are_named_and_repaired_as_operations(
+    invoke: Invoke, db: Database, data_dir: Path
+) -> None:
+    ids = seeded(invoke, 6)
+    age(db, ids)
+    no_hd, one_ld, young = sorted(ids[:3])
+    # young: a creation inside the grace period may still be writing its points
+    age(db, [young], minutes=0)
+    lose_points(data_dir, {no_hd: {"hd": 2}, one_ld: {"ld": 1}, young: {"hd": 1}})
+
+    checked = invoke("check")
+    left = invoke("reconcile")
+    repaired = invoke("reconcile", "--repair")
+    after = invoke("check")
+
+    assert checked.exit_code == 1
+    assert checked.stdout.splitlines() == [
+        "live media: 6, pending media: 0",
+        "points: hd 9, ld 5",
+        "pending cleanup tasks: 0",
+        "orphan points: hd 0, ld 0",
+        "media missing points: 3",
+        *sorted(
+            [f"  {no_hd} hd 0/2 ld 1/1", f"  {one_ld} hd 2/2 ld 0/1", f"  {young} hd 1/2 ld 1/1"]
+        ),
+    ]
+    assert "INCONSISTENT: run `wickson-batch reconcile --repair`" in checked.stderr
+    assert left.exit_code == 0, left.output
+    assert left.stdout.splitlines() == [
+        NOTHING_ELSE,
+        "live media missing points: 2, left as they are: "
+        "run `wickson-batch reconcile --repair` to delete them",
+        f"  {no_hd} hd 0/2 ld 1/1",
+        f"  {one_ld} hd 2/2 ld 0/1",
+        "live media missing points younger than 60 s, left for a later run: 1",
+    ]
+    assert repaired.exit_code == 0, repaired.output
+    first, summary, too_young = repaired.stdout.splitlines()
+    assert first == NOTHING_ELSE
+    assert re.fullmatch(
+        r"live media missing points repaired: 2; operations: batch_delete_[0-9a-f]{32}", summary
+    )
+    assert too_young == "live media missing points younger than 60 s, left for a later run: 1"
+    assert "reconcile.repaired" in repaired.stderr
+    operation_id = summary.rsplit(" ", 1)[1]
+    assert operation_id in repaired.stderr
+    # Only the young one is left inconsistent; it is no longer young once aged.
+    assert after.stdout.splitlines()[:5] == check_lines(4, 7, 4)[:4] + ["media missing points: 1"]
+    age(db, [young])
+    invoke("reconcile", "--repair")
+    assert invoke("check").stdout.splitlines() == [*check_lines(3, 6, 3), "consistent"]
+    with db.unit_of_work() as uow:
+        assert set(uow.session.scalars(select(Media.id))) == set(ids) - {no_hd, one_ld, young}
+    operation = get_operation(db, owner="acme", operation_id=operation_id)
+    assert operation.reason == "repair:missing_points"
+    assert operation.status == OperationStatus.COMPLETED
+    assert sorted(operation.deleted_ids) == [no_hd, one_ld]
+    assert operation.failed == {}
+    with db.unit_of_work() as uow:
+        stored = uow.session.get(Operation, operation_id)
+        assert stored is not None
+        assert (stored.owner, stored.api_key_id) == ("acme", None)
+
+
+def test_reconcile_without_missing_points_says_nothing_about_them(invoke: Invoke) -> None:
+    seeded(invoke, 3)
+
+    result = invoke("reconcile", "--repair")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [NOTHING_ELSE]

@@ -31,6 +31,7 @@ class FakeVectors:
     def __init__(self) -> None:
         self.dims: dict[Space, int] = {"hd": 2, "ld": 2}
         self.points: dict[Space, set[uuid.UUID]] = {"hd": set(), "ld": set()}
+        self.media_of: dict[uuid.UUID, str] = {}
         self.deletes: list[tuple[Space, list[uuid.UUID]]] = []
         self.fail_spaces: set[Space] = set()
 
@@ -38,6 +39,7 @@ class FakeVectors:
 
     def upsert(self, space: Space, points: Sequence[VectorPoint]) -> None:
         self.points[space].update(p.id for p in points)
+        self.media_of.update((p.id, p.media_id) for p in points)
 
     def delete(self, space: Space, point_ids: Sequence[uuid.UUID]) -> None:
         self.deletes.append((space, list(point_ids)))
@@ -46,13 +48,17 @@ class FakeVectors:
         self.points[space].difference_update(point_ids)
 
     def count(self, space: Space, media_id: str | None = None) -> int:
-        return len(self.points[space])
+        if media_id is None:
+            return len(self.points[space])
+        return sum(1 for p in self.points[space] if self.media_of.get(p) == media_id)
 
     def search(self, space: Space, vector: Sequence[float], owner: str, limit: int) -> list[Hit]:
         return []
 
     def scan(self, space: Space, batch_size: int = 1000) -> Iterator[list[StoredPoint]]:
-        return iter([])
+        stored = [StoredPoint(p, self.media_of.get(p, "")) for p in sorted(self.points[space])]
+        for start in range(0, len(stored), batch_size):
+            yield stored[start : start + batch_size]
 
     def ping(self) -> None: ...
 
@@ -76,8 +82,11 @@ def add_media(
             )
         )
         uow.commit()
-    vectors.points["hd"].update(point_ids_for(media_id, "hd", hd))
-    vectors.points["ld"].update(point_ids_for(media_id, "ld", ld))
+    counts: dict[Space, int] = {"hd": hd, "ld": ld}
+    for space, count in counts.items():
+        ids = point_ids_for(media_id, space, count)
+        vectors.points[space].update(ids)
+        vectors.media_of.update((i, media_id) for i in ids)
 
 
 # ---------------------------------------------------------------- the client's server

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import delete, func, select, text, update
@@ -15,7 +16,7 @@ from sqlalchemy import delete, func, select, text, update
 from ..db import Database
 from ..models import PENDING_ONLY, CleanupTask, IdempotencyKey, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex
-from .deletion import IDEMPOTENCY_WINDOW
+from .deletion import IDEMPOTENCY_WINDOW, delete_batch
 from .points import MediaPoints, queue_cleanup, remove_points
 
 log = structlog.get_logger("wickson_batch")
@@ -162,6 +163,26 @@ def pending_cleanup_count(db: Database) -> int:
         return int(uow.session.scalar(select(func.count()).select_from(CleanupTask)) or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class MissingPoints:
+    """A live media whose store holds fewer (or other) points than its row counts."""
+
+    media_id: str
+    owner: str
+    expected: dict[Space, int]
+    found: dict[Space, int]
+
+    def describe(self) -> str:
+        """Return e.g. `vec-… hd 0/2 ld 1/1`: points found / expected, per space."""
+        spaces = " ".join(f"{s} {self.found[s]}/{self.expected[s]}" for s in SPACES)
+        return f"{self.media_id} {spaces}"
+
+    @property
+    def short(self) -> bool:
+        """True when some space holds fewer points than the row counts."""
+        return any(self.found[s] < self.expected[s] for s in SPACES)
+
+
 @dataclass(slots=True)
 class ConsistencyReport:
     """How the SQL truth and the vector store compare."""
@@ -170,39 +191,157 @@ class ConsistencyReport:
     pending_media: int = 0
     pending_cleanup: int = 0
     points: dict[str, int] = field(default_factory=dict)
-    media_missing_points: list[str] = field(default_factory=list)
+    missing_points_count: int = 0
+    media_missing_points: list[MissingPoints] = field(default_factory=list)
     orphan_points: dict[str, int] = field(default_factory=dict)
 
     @property
     def consistent(self) -> bool:
         """True when every live media has all its points and no point lacks its media."""
-        return not self.media_missing_points and not any(self.orphan_points.values())
+        return not self.missing_points_count and not any(self.orphan_points.values())
+
+
+def _points_per_media(vectors: VectorIndex) -> dict[Space, Counter[str]]:
+    per_space: dict[Space, Counter[str]] = {}
+    for space in SPACES:
+        per_media: Counter[str] = Counter()
+        for page in vectors.scan(space):
+            per_media.update(point.media_id for point in page)
+        per_space[space] = per_media
+    return per_space
+
+
+def _mismatch(row: Any, found: dict[Space, int]) -> MissingPoints | None:
+    expected: dict[Space, int] = {"hd": row.hd_count, "ld": row.ld_count}
+    if found == expected:
+        return None
+    return MissingPoints(row.id, row.owner, expected, found)
 
 
 def check_consistency(db: Database, vectors: VectorIndex, sample: int = 20) -> ConsistencyReport:
-    """Compare every media row with the points the store holds."""
+    """Compare every media row with the points the store holds.
+
+    `media_missing_points` lists the first `sample` live media (by id) whose points do not match
+    their row; `missing_points_count` counts them all.
+    """
     report = ConsistencyReport(pending_cleanup=pending_cleanup_count(db))
     with db.unit_of_work() as uow:
         media = {
             row.id: row
             for row in uow.session.execute(
-                select(Media.id, Media.state, Media.hd_count, Media.ld_count)
+                select(Media.id, Media.owner, Media.state, Media.hd_count, Media.ld_count).order_by(
+                    Media.id
+                )
             )
         }
     report.live_media = sum(1 for row in media.values() if row.state == MediaState.LIVE)
     report.pending_media = len(media) - report.live_media
+    per_space = _points_per_media(vectors)
     for space in SPACES:
-        per_media: Counter[str] = Counter()
-        for page in vectors.scan(space):
-            per_media.update(point.media_id for point in page)
+        per_media = per_space[space]
         report.points[space] = sum(per_media.values())
         report.orphan_points[space] = sum(n for m, n in per_media.items() if m not in media)
-        for media_id, row in media.items():
-            expected = row.hd_count if space == "hd" else row.ld_count
-            if row.state == MediaState.LIVE and per_media.get(media_id, 0) != expected:
-                if media_id not in report.media_missing_points:
-                    report.media_missing_points.append(media_id)
-    del report.media_missing_points[sample:]
+    for media_id, row in media.items():
+        if row.state != MediaState.LIVE:
+            continue
+        found: dict[Space, int] = {s: per_space[s].get(media_id, 0) for s in SPACES}
+        mismatch = _mismatch(row, found)
+        if mismatch is not None:
+            report.missing_points_count += 1
+            if len(report.media_missing_points) < sample:
+                report.media_missing_points.append(mismatch)
+    return report
+
+
+REPAIR_REASON = "repair:missing_points"
+
+
+@dataclass(slots=True)
+class RepairReport:
+    """What a search for (or a repair of) live media missing points found and did."""
+
+    found: list[MissingPoints] = field(default_factory=list)
+    too_young: int = 0
+    recovered: int = 0
+    repaired: int = 0
+    operation_ids: list[str] = field(default_factory=list)
+
+
+def find_missing_points(
+    db: Database, vectors: VectorIndex, *, grace: timedelta, now: datetime | None = None
+) -> RepairReport:
+    """Find the live media older than `grace` with fewer points than their row counts.
+
+    Younger ones are only counted (`too_young`): their creation may still be under way.
+    The store is scanned before the rows are read, so a media created meanwhile shows up
+    as short; `repair_missing_points` re-counts every candidate before removing it.
+    """
+    now = now or utcnow()
+    report = RepairReport()
+    per_space = _points_per_media(vectors)
+    with db.unit_of_work() as uow:
+        rows = list(
+            uow.session.execute(
+                select(Media.id, Media.owner, Media.hd_count, Media.ld_count, Media.created_at)
+                .where(Media.state == MediaState.LIVE)
+                .order_by(Media.id)
+            )
+        )
+    for row in rows:
+        found: dict[Space, int] = {s: per_space[s].get(row.id, 0) for s in SPACES}
+        mismatch = _mismatch(row, found)
+        if mismatch is None or not mismatch.short:
+            continue
+        if row.created_at > now - grace:
+            report.too_young += 1
+        else:
+            report.found.append(mismatch)
+    return report
+
+
+def repair_missing_points(
+    db: Database,
+    vectors: VectorIndex,
+    *,
+    grace: timedelta,
+    max_batch: int,
+    now: datetime | None = None,
+) -> RepairReport:
+    """Remove the live media older than `grace` whose points are gone, as operations.
+
+    Each candidate's points are counted again by id just before: one whose points are all
+    there now is left alone (`recovered`). The rest are deleted through `delete_batch`, one
+    operation per owner and per `max_batch` ids, with reason `repair:missing_points` and no
+    API key, so they are stored and looked up like any batch of their owner.
+    """
+    report = find_missing_points(db, vectors, grace=grace, now=now)
+    by_owner: dict[str, list[str]] = {}
+    for candidate in report.found:
+        recounted: dict[Space, int] = {s: vectors.count(s, candidate.media_id) for s in SPACES}
+        if all(recounted[s] >= candidate.expected[s] for s in SPACES):
+            report.recovered += 1
+            continue
+        by_owner.setdefault(candidate.owner, []).append(candidate.media_id)
+    for owner, media_ids in sorted(by_owner.items()):
+        for start in range(0, len(media_ids), max_batch):
+            outcome = delete_batch(
+                db,
+                vectors,
+                owner=owner,
+                media_ids=media_ids[start : start + max_batch],
+                reason=REPAIR_REASON,
+                api_key_id=None,
+            )
+            report.operation_ids.append(outcome.operation_id)
+            report.repaired += len(outcome.deleted)
+    if report.operation_ids:
+        log.warning(
+            "reconcile.repaired",
+            operation_ids=report.operation_ids,
+            repaired=report.repaired,
+            recovered=report.recovered,
+            too_young=report.too_young,
+        )
     return report
 
 
