@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -129,22 +130,54 @@ class FallbackLimiter(Limiter):
 
     def run(self, operation: Callable[[RateLimiter], T]) -> T:
         """Run `operation` on the current strategy; if the storage fails, again on memory."""
+        strategy = self.limiter
         try:
-            return operation(self.limiter)
+            return operation(strategy)
         except self.storage.base_exceptions as error:
-            if self._storage_dead:
-                raise  # the fallback itself failed: not a storage outage
-            self._storage_dead = True
-            self.watch(error)
+            self._switch_to_memory(error)
             return operation(self.limiter)
+
+    def _switch_to_memory(self, error: BaseException) -> None:
+        if not self._in_memory_fallback_enabled:
+            raise error
+        self._storage_dead = True
+        self.watch(error)
+
+    # flask-limiter switches to memory on a storage error only if no other thread has done it
+    # since: a request that was waiting on a silent Redis while another switched re-raises
+    # (a 500). This and guard_header_hook redo it on memory instead.
 
     def _check_request_limit(
         self, callable_name: str | None = None, in_middleware: bool = True
     ) -> None:
         try:
             super()._check_request_limit(callable_name, in_middleware)
+        except self.storage.base_exceptions as error:
+            self._switch_to_memory(error)
+            self.context.seen_limits.clear()
+            super()._check_request_limit(callable_name, in_middleware)
         finally:
             self.watch()
+
+    def guard_header_hook(self, app: Flask) -> None:
+        """Wrap the after-request hook Limiter registers for its headers in the same retry."""
+        hooks = app.after_request_funcs.setdefault(None, [])
+        for n, hook in enumerate(hooks):
+            if isinstance(hook, partial) and hook.args == (self,):
+                inject = cast(Callable[[Response], Response], hook)
+
+                def guarded(
+                    response: Response, inject: Callable[..., Response] = inject
+                ) -> Response:
+                    try:
+                        return inject(response)
+                    except self.storage.base_exceptions as error:
+                        self._switch_to_memory(error)
+                        return inject(response)
+
+                hooks[n] = guarded
+                return
+        raise RuntimeError("flask-limiter's header hook not found")  # a new Flask-Limiter
 
     def watch(self, error: BaseException | None = None) -> None:
         """Log and count a switch to memory or back, seen since the last call."""
@@ -199,6 +232,7 @@ def init_app(app: Flask) -> Limiter:
         application_limits=[rate_limit_for_request],
         headers_enabled=True,
     )
+    limiter.guard_header_hook(app)
     limiter.metrics = app.extensions.get(METRICS_EXTENSION)
     limiter.storage_label = _storage_label(app.config["RATELIMIT_STORAGE_URI"])
     app.extensions[LIMITER_EXTENSION] = limiter
