@@ -52,8 +52,9 @@ class RedisProcess:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if self.client().ping():
-                    return
+                with self.client() as client:
+                    if client.ping():
+                        return
             except redis.RedisError:
                 time.sleep(0.05)
         raise AssertionError("redis-server did not start")
@@ -249,7 +250,8 @@ def test_redis_hung_then_stopped_limits_from_memory_and_returns(
     assert ("stopped", "degraded") in states or ("hung", "degraded") in states
     assert answers.readiness[-1][2] == "ok"
     # Redis used again: the tiny key's bucket is in the restarted (empty) Redis.
-    assert any(b"key:" in k for k in own_redis.client().keys("*"))
+    with own_redis.client() as client:
+        assert any(b"key:" in k for k in client.keys("*"))
     # Logged at most once a minute per worker (the test is shorter than a minute), counted.
     lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()
              if line.startswith("{")]  # fmt: skip
