@@ -95,9 +95,10 @@ class FallbackLimiter(Limiter):
     again (it retries after 1, 2, 4 ... 32 s). This class adds what it lacks: the same switch
     for the calls made outside those checks (the failed-authentication bucket, `run`), the
     event `ratelimit.storage_unavailable` at most once a minute, the metrics, and the state
-    for /readyz. Its one tie to the library's internals is `_storage_dead`, the flag that
-    selects the fallback (Flask-Limiter is pinned; tests/integration/test_outages_redis.py
-    fails if the flag stops doing that).
+    for /readyz. Its ties to the library's internals: `_storage_dead` (the flag that selects
+    the fallback), `_in_memory_fallback_enabled`, `_check_request_limit` and the header hook
+    `init_app` registers (Flask-Limiter is pinned; tests/integration/test_outages_redis.py
+    fails if any of them stops doing that).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
