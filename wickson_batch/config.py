@@ -19,6 +19,8 @@ _DEFAULT_DATA_DIR = "./var"
 # The write orderings a Qdrant server accepts for an update (qdrant-client's WriteOrdering).
 QDRANT_WRITE_ORDERINGS = ("weak", "medium", "strong")
 LOG_FORMATS = ("json", "console")
+# The rate-limit storage URIs served by redis-py (they take its socket timeouts).
+REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,9 @@ class Settings:
     rate_limit_default: str = "600/minute"
     ratelimit_storage_uri: str = "memory://"
     ratelimit_strategy: str = "fixed-window"
+    # How long one call to a Redis rate-limit storage may wait (connect, then each answer)
+    # before the worker serves limits from its own memory until Redis answers again.
+    ratelimit_storage_timeout_seconds: float = 0.5
     # Failed authentications allowed per client address; past it, every request from that
     # address that needs a key is refused with 429 until the window ends.
     auth_failure_limit: str = "20/minute"
@@ -97,10 +102,19 @@ class Settings:
             "RATELIMIT_STORAGE_URI": self.ratelimit_storage_uri,
             "RATELIMIT_STRATEGY": self.ratelimit_strategy,
             "RATELIMIT_HEADERS_ENABLED": True,
+            # Redis down or silent: each worker limits from memory (api/ratelimits.py).
+            "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+            "RATELIMIT_STORAGE_OPTIONS": self._ratelimit_storage_options(),
             # No CORS is offered, so OPTIONS answers nothing a 405 with Allow does not: it is
             # not served (and never reaches the API-key lookup or the limiter).
             "PROVIDE_AUTOMATIC_OPTIONS": False,
         }
+
+    def _ratelimit_storage_options(self) -> dict[str, float]:
+        if self.ratelimit_storage_uri.split(":", 1)[0] not in REDIS_SCHEMES:
+            return {}
+        timeout = self.ratelimit_storage_timeout_seconds
+        return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
 # The test suite's defaults: no background thread, small vectors, quiet logs.
@@ -216,6 +230,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "QDRANT_WRITE_CONSISTENCY_FACTOR must be between 1 and QDRANT_REPLICATION_FACTOR "
             f"({settings.qdrant_replication_factor or 1}), got {factor}"
+        )
+    if settings.ratelimit_storage_timeout_seconds <= 0:
+        raise ConfigError(
+            "RATELIMIT_STORAGE_TIMEOUT_SECONDS must be more than 0, "
+            f"got {settings.ratelimit_storage_timeout_seconds}"
         )
     if settings.qdrant_write_ordering not in QDRANT_WRITE_ORDERINGS:
         raise ConfigError(

@@ -144,6 +144,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     warnings.showwarning = _log_warning
     # qdrant-client's HTTP library logs every call to a Qdrant server at INFO.
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+    # flask-limiter warns at each switch to its in-memory fallback and logs each refused
+    # request at INFO: the app logs the switch itself (ratelimit.storage_unavailable, at
+    # most once a minute, api/ratelimits.py) and every answer in http.request.
+    logging.getLogger("flask-limiter").setLevel(max(numeric, logging.ERROR))
 
 
 def new_request_id() -> str:

@@ -22,6 +22,7 @@ from tests import servers
 from tests.helpers import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
 from wickson_batch import create_app
 from wickson_batch.api.ratelimits import PreciseRedisStorage
+from wickson_batch.config import load_settings
 from wickson_batch.protocol import SCOPES
 from wickson_batch.services import keys
 
@@ -312,6 +313,25 @@ def test_on_redis_a_windows_end_does_not_move_between_requests() -> None:
 
     assert max(ends) - min(ends) < 0.05
     assert time.time() + 58 < ends[0] <= time.time() + 60
+
+
+def test_readyz_names_the_rate_limit_storage(client: FlaskClient) -> None:
+    # memory:// (the default pass) is per worker by design; Redis answering is "ok".
+    checks = body(client.get("/readyz"))["data"]["checks"]
+
+    assert checks["rate_limits"] == ("ok" if servers.SERVER_PASS else "memory")
+
+
+def test_redis_storage_calls_time_out_and_fall_back_to_memory() -> None:
+    redis_uri = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0"}
+    config = load_settings(redis_uri, environ={}).flask_config()
+
+    assert config["RATELIMIT_STORAGE_OPTIONS"] == {
+        "socket_timeout": 0.5,
+        "socket_connect_timeout": 0.5,
+    }
+    assert config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] is True
+    assert load_settings(environ={}).flask_config()["RATELIMIT_STORAGE_OPTIONS"] == {}
 
 
 @pytest.mark.parametrize("route", ROUTE_SCOPES)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from flask import current_app, g, request
-from flask_limiter import Limiter
 from limits import parse
 
 from ..db import DatabaseUnavailable
@@ -16,6 +15,9 @@ from ..protocol import API_KEY_HEADER, RETRY_AFTER_HEADER
 from ..services.keys import Principal, authenticate
 from .context import settings, stores
 from .errors import InsufficientPermissions, InvalidApiKey, RateLimitExceeded
+
+if TYPE_CHECKING:
+    from .ratelimits import FallbackLimiter
 
 LIMITER_EXTENSION = "wickson_limiter"
 P = ParamSpec("P")
@@ -48,8 +50,9 @@ def quiet_principal() -> Principal | None:
         return None
 
 
-def _failures_bucket() -> tuple[Limiter, str]:
-    limiter: Limiter = current_app.extensions[LIMITER_EXTENSION]
+def _failures_bucket() -> tuple[FallbackLimiter, str]:
+    # Through the limiter's own storage and its in-memory fallback (ratelimits.py).
+    limiter: FallbackLimiter = current_app.extensions[LIMITER_EXTENSION]
     return limiter, f"authfail:{request.remote_addr or 'unknown'}"
 
 
@@ -59,7 +62,7 @@ def _locked_out() -> bool:
     if locked is None:
         limiter, address = _failures_bucket()
         limit = parse(settings().auth_failure_limit)
-        locked = g.auth_locked_out = not limiter.limiter.test(limit, address)
+        locked = g.auth_locked_out = not limiter.run(lambda rule: rule.test(limit, address))
     return bool(locked)
 
 
@@ -71,7 +74,7 @@ def refuse_if_guessing() -> None:
     if _locked_out():
         limiter, address = _failures_bucket()
         limit = parse(settings().auth_failure_limit)
-        reset_at, _ = limiter.limiter.get_window_stats(limit, address)
+        reset_at, _ = limiter.run(lambda rule: rule.get_window_stats(limit, address))
         wait = max(1, int(reset_at - time.time() + 0.999))
         raise RateLimitExceeded(
             f"Too many failed authentications from this address; retry in {wait} seconds",
@@ -82,7 +85,8 @@ def refuse_if_guessing() -> None:
 
 def _count_failure() -> None:
     limiter, address = _failures_bucket()
-    limiter.limiter.hit(parse(settings().auth_failure_limit), address)
+    limit = parse(settings().auth_failure_limit)
+    limiter.run(lambda rule: rule.hit(limit, address))
 
 
 def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -13,6 +13,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -97,6 +98,18 @@ class Metrics:
             "wickson_cleanup_deferred",
             "Deleted media whose vectors could not be removed at once (left to the reconciler)",
             registry=registry,
+        )
+        self.ratelimit_storage_errors = Counter(
+            "wickson_ratelimit_storage_errors",
+            "Times a worker found the rate-limit storage unavailable and fell back to "
+            "in-memory limits",
+            registry=registry,
+        )
+        self.ratelimit_degraded = Gauge(
+            "wickson_ratelimit_degraded",
+            "Workers serving rate limits from their own memory (storage unavailable)",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         for space in SPACES:  # present from the first scrape, at 0
             self.vectors_deleted.labels(space=space)
