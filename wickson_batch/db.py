@@ -118,12 +118,15 @@ def make_engine(
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
-        connect_args["options"] = (
-            f"-c lock_timeout={int(lock_timeout_ms)} "
-            f"-c statement_timeout={int(statement_timeout_ms)}"
-        )
+        # Added to the URL's own `options` (e.g. a search_path), which connect_args replaces.
+        given = parsed.query.get("options", "")
+        options = [*([given] if isinstance(given, str) else given)]
+        options.append(f"-c lock_timeout={int(lock_timeout_ms)}")
+        options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+        connect_args["options"] = " ".join(option for option in options if option)
+        parsed = parsed.difference_update_query(["options"])
     return create_engine(
-        url,
+        parsed,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
