@@ -18,13 +18,16 @@ from flask import Flask
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from structlog.testing import capture_logs
 
 from tests import servers
 from tests.helpers import Caller, settings_for, settings_of, stores_of
 from wickson_batch import create_app
 from wickson_batch.api.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
+from wickson_batch.config import load_settings
 from wickson_batch.protocol import RETRY_AFTER_HEADER, SCOPES
 from wickson_batch.services import keys
+from wickson_batch.services.stores import Stores
 
 LOCK_MS = 500
 # What an answer may take past the lock timeout (a request may wait on it more than once:
@@ -225,3 +228,23 @@ def _delete_and_watch(app: Flask) -> None:
     # The deciding transaction is the one that queued the cleanup; the others keep the default.
     assert [setting for setting, tasks in seen if tasks] == ["on"]
     assert {setting for setting, tasks in seen if not tasks} == {"off"}
+
+
+@postgres_only
+def test_start_up_warns_when_postgresql_runs_with_fsync_off(tmp_path: Path) -> None:
+    # scripts/test-servers runs its PostgreSQL with fsync = off, as a careless server would.
+    url = settings_for(tmp_path, "qdrant-local")["DATABASE_URL"]
+    probe = create_engine(url)
+    with probe.connect() as connection:
+        fsync = connection.execute(text("SHOW fsync")).scalar()
+    probe.dispose()
+    assert fsync == "off", "the test server was expected to run with fsync = off"
+
+    settings = load_settings(settings_for(tmp_path, "qdrant-local"))
+    with capture_logs() as logs:
+        held = Stores.open(settings)  # what each worker does at start
+    held.close()
+
+    assert [entry["log_level"] for entry in logs if entry["event"] == "database.fsync_off"] == [
+        "warning"
+    ]
