@@ -43,6 +43,11 @@ class Settings:
 
     data_dir: str = _DEFAULT_DATA_DIR
     database_url: str = ""  # empty: sqlite:///$DATA_DIR/wickson.db
+    # How long a statement waits for a lock (PostgreSQL lock_timeout; SQLite's busy
+    # timeout; also the pool checkout) and how long any statement runs (PostgreSQL
+    # statement_timeout); past either the request is 503 with Retry-After.
+    db_lock_timeout_ms: int = 2_000
+    db_statement_timeout_ms: int = 10_000
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     # Used when the server adapter creates the collections on a Qdrant cluster
@@ -218,6 +223,8 @@ def _validate(settings: Settings) -> None:
         "web_concurrency",
         "threads",
         "qdrant_timeout_seconds",
+        "db_lock_timeout_ms",
+        "db_statement_timeout_ms",
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key.upper()} must be at least 1, got {getattr(settings, key)}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TextIO, TypeVar
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -19,9 +20,14 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+# The defaults of DB_LOCK_TIMEOUT_MS and DB_STATEMENT_TIMEOUT_MS (config.py reads them).
+LOCK_TIMEOUT_MS = 2_000
+STATEMENT_TIMEOUT_MS = 10_000
+# How long /readyz waits for the database to answer its ping.
+PING_TIMEOUT_MS = 1_000
 # The PostgreSQL advisory lock that serialises schema migrations across processes.
 _LOCK = 0x77696B73  # "wiks"
 # Beside a SQLite file `<path>`: the file whose flock serialises its migrations.
@@ -35,6 +41,8 @@ _FIRST_TABLES = frozenset({"api_keys", "media", "cleanup_tasks", "operations", "
 _VERSION_TABLE = "alembic_version"
 
 T = TypeVar("T")
+
+log = structlog.get_logger("wickson_batch")
 
 
 class DatabaseUnavailable(Exception):
@@ -74,33 +82,72 @@ def _revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; synchronous=FULL makes an acknowledged
-    # deletion survive power loss; busy_timeout makes concurrent writers queue, not fail.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers run beside the writer; synchronous=FULL makes an acknowledged
+        # deletion survive power loss; busy_timeout makes concurrent writers queue, not
+        # fail, for up to DB_LOCK_TIMEOUT_MS (then "database is locked": a 503).
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return set_pragmas
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; for a SQLite file, create its folder and set its pragmas."""
+def make_engine(
+    url: str,
+    *,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+) -> Engine:
+    """Create an engine whose every connection waits on a lock or a statement only so long.
+
+    For a SQLite file, create its folder and set its pragmas (the busy timeout is
+    `lock_timeout_ms`); on PostgreSQL every session gets `lock_timeout` and
+    `statement_timeout`. A pool checkout waits no longer than the lock timeout either.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": lock_timeout_ms / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas(lock_timeout_ms))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # Added to the URL's own `options` (e.g. a search_path), which connect_args replaces.
+        given = parsed.query.get("options", "")
+        options = [*([given] if isinstance(given, str) else given)]
+        options.append(f"-c lock_timeout={int(lock_timeout_ms)}")
+        options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+        connect_args["options"] = " ".join(option for option in options if option)
+        parsed = parsed.difference_update_query(["options"])
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=max(lock_timeout_ms, 1) / 1000,
+        connect_args=connect_args,
+    )
 
 
 def _is_unavailable(error: BaseException) -> bool:
-    return isinstance(error, OperationalError) or (
+    # OperationalError covers the connection refused or cut, and the timeouts: psycopg's
+    # LockNotAvailable (lock_timeout) and QueryCanceled (statement_timeout) are
+    # OperationalErrors, as is SQLite's "database is locked" (busy timeout); a pool
+    # checkout that timed out is SQLAlchemy's own TimeoutError.
+    return isinstance(error, (OperationalError, PoolTimeout)) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` says the connection was lost (the outcome of a COMMIT is unknown)."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 class UnitOfWork:
@@ -145,9 +192,18 @@ class UnitOfWork:
 class Database:
     """The SQL store: an engine and a session factory."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+        statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self._lock_timeout_ms = lock_timeout_ms
+        self.engine = make_engine(
+            url, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms
+        )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -218,10 +274,23 @@ class Database:
 
         def locked() -> T:
             with self._file_lock(), self.engine.connect() as connection:
-                with self._advisory_lock(connection), connection.begin():
-                    return step(connection)
+                self._untimed(connection)
+                try:
+                    with self._advisory_lock(connection), connection.begin():
+                        return step(connection)
+                finally:
+                    if self.dialect == "postgresql":
+                        connection.invalidate()  # not back to the pool without its timeouts
 
         return self._guarded(locked)
+
+    def _untimed(self, connection: Connection) -> None:
+        """Lift the request timeouts on `connection`: a migration may wait and run long."""
+        if self.dialect != "postgresql":
+            return
+        connection.execute(text("SET lock_timeout = 0"))
+        connection.execute(text("SET statement_timeout = 0"))
+        connection.commit()
 
     def _on_connection(self, step: Callable[[Connection], T]) -> T:
         with self.engine.connect() as connection:
@@ -274,13 +343,46 @@ class Database:
             except DBAPIError:
                 pass  # the connection is gone, and with it the lock; the original error says why
 
-    def ping(self) -> None:
-        """Raise DatabaseUnavailable unless the database answers a query."""
+    def ping(self, timeout_ms: int = PING_TIMEOUT_MS) -> None:
+        """Raise DatabaseUnavailable unless the database answers a query within `timeout_ms`.
+
+        On PostgreSQL the ping reads the media table under a local lock and statement
+        timeout, so a lock held on it (or a server too slow to answer) makes it fail; on
+        SQLite it reads the schema under a short busy timeout.
+        """
         try:
             with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except DBAPIError as error:
+                if self.dialect == "postgresql":
+                    with connection.begin():
+                        for name in ("statement_timeout", "lock_timeout"):
+                            connection.execute(
+                                text("SELECT set_config(:name, :value, true)"),
+                                {"name": name, "value": str(int(timeout_ms))},
+                            )
+                        connection.execute(text("SELECT 1 FROM media LIMIT 1"))
+                elif self.dialect == "sqlite":
+                    connection.exec_driver_sql(f"PRAGMA busy_timeout={int(timeout_ms)}")
+                    try:
+                        connection.execute(text("SELECT 1 FROM media LIMIT 1"))
+                    finally:
+                        connection.exec_driver_sql(f"PRAGMA busy_timeout={self._lock_timeout_ms}")
+                else:
+                    connection.execute(text("SELECT 1"))
+        except (DBAPIError, PoolTimeout) as error:
             raise DatabaseUnavailable(str(error).splitlines()[0]) from error
+
+    def warn_if_unsafe(self) -> None:
+        """Log `database.fsync_off` when PostgreSQL runs with fsync = off."""
+        if self.dialect != "postgresql":
+            return
+        with self.engine.connect() as connection:
+            fsync = connection.execute(text("SHOW fsync")).scalar()
+        if str(fsync).lower() == "off":
+            log.warning(
+                "database.fsync_off",
+                detail="PostgreSQL runs with fsync = off: an acknowledged deletion can be "
+                "lost when the database host crashes",
+            )
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
@@ -168,6 +169,7 @@ def test_database_failing_mid_batch_is_503_changes_nothing_and_the_retry_works(
 
     assert outage.failures == 1
     assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
     payload = body(response)
     assert payload == {
         "success": False,
@@ -273,3 +275,20 @@ def test_reconciler_thread_outlives_database_failures_and_then_drains(
     assert cleanup.pending_cleanup_count(held.db) == 0
     assert [points(app, m) for m in ids] == [{"hd": 0, "ld": 0}] * 2
     assert_consistent(held)
+
+
+def test_readyz_is_503_with_retry_after_when_the_database_does_not_answer(
+    app: Flask, client: FlaskClient
+) -> None:
+    outage = DatabaseOutage(stores_of(app).db.engine, at="statement", statement_prefix="SELECT 1")
+
+    with outage.active():
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert body(response)["error"]["details"]["checks"] == {
+        "database": "unavailable",
+        "vectors": "ok",
+    }
+    assert client.get("/readyz").status_code == 200

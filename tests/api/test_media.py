@@ -119,6 +119,8 @@ def test_failed_vector_write_leaves_no_media_behind(alice: Caller, app: Flask) -
     response = alice.client.post("/v1/media", json=payload, headers=alice.headers)
 
     assert response.status_code == 503
+
+    assert response.headers["Retry-After"] == "2"
     assert body(response)["error"]["code"] == "SERVICE_UNAVAILABLE"
     with held.db.unit_of_work() as uow:
         assert uow.session.query(Media).count() == 0
@@ -150,6 +152,8 @@ def test_creation_overtaken_by_the_reconciler_leaves_nothing(alice: Caller, app:
     response = alice.client.post("/v1/media", json=payload, headers=alice.headers)
 
     assert response.status_code == 503
+
+    assert response.headers["Retry-After"] == "2"
     with held.db.unit_of_work() as uow:
         assert uow.session.query(Media).count() == 0
     assert (real.count("hd"), real.count("ld")) == (0, 0)
@@ -179,6 +183,8 @@ def test_failed_creation_whose_undo_fails_too_leaves_its_points_to_the_reconcile
     left = (real.count("hd"), real.count("ld"))
 
     assert response.status_code == 503
+
+    assert response.headers["Retry-After"] == "2"
     with held.db.unit_of_work() as uow:
         assert uow.session.query(Media).count() == 0
     assert left == (2, 0)
@@ -209,6 +215,8 @@ def test_creation_overtaken_by_the_reconciler_while_the_store_fails_leaves_nothi
     left = (real.count("hd"), real.count("ld"))
 
     assert response.status_code == 503
+
+    assert response.headers["Retry-After"] == "2"
     assert left == (1, 1)  # landed after the sweep had drained the media's task
     queued, done, report = orphans_after_recovery(app)
     assert (queued, done) == (1, 1)

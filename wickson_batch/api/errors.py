@@ -11,8 +11,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..db import DatabaseUnavailable
 from ..logs import current_request_id
-from ..protocol import IDEMPOTENCY_KEY_HEADER, ErrorCode
+from ..protocol import IDEMPOTENCY_KEY_HEADER, RETRY_AFTER_HEADER, ErrorCode
 from ..services.errors import (
+    DecisionUnknown,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidVectors,
@@ -22,6 +23,10 @@ from ..services.errors import (
 from ..vectors.base import VectorStoreError
 
 log = structlog.get_logger("wickson_batch")
+
+# The seconds every 503 asks the caller to wait (Retry-After): about the time a lock or a
+# restart of a backing store takes to clear, and no longer than DB_LOCK_TIMEOUT_MS's default.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
 
 
 class ApiError(Exception):
@@ -106,6 +111,18 @@ class ServiceUnavailable(ApiError):
     status = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
 
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            details,
+            {RETRY_AFTER_HEADER: str(UNAVAILABLE_RETRY_AFTER_SECONDS), **(headers or {})},
+        )
+
 
 class ProcessingError(ApiError):
     status = 500
@@ -179,6 +196,15 @@ def _database_unavailable(error: Exception) -> ApiError:
     return ServiceUnavailable("The database is unavailable; nothing was changed. Retry later.")
 
 
+def _decision_unknown(error: DecisionUnknown) -> ApiError:
+    log.error("database.decision_unknown", operation_id=error.operation_id, error=str(error))
+    return ServiceUnavailable(
+        "The database connection was lost while the deletion was committed; it may have been "
+        "applied. Look the operation up, or retry with the same Idempotency-Key.",
+        {"operation_id": error.operation_id},
+    )
+
+
 def _vectors_unavailable(error: Exception) -> ApiError:
     log.error("vectors.unavailable", error=str(error))
     return ServiceUnavailable("The vector store is unavailable. Retry later.")
@@ -220,6 +246,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     InvalidVectors: _invalid_vectors,
     IdempotencyKeyInUse: _key_in_use,
     IdempotencyKeyReused: _key_reused,
+    DecisionUnknown: _decision_unknown,
     DatabaseUnavailable: _database_unavailable,
     VectorStoreError: _vectors_unavailable,
 }
@@ -246,8 +273,17 @@ def handle_unexpected(error: Exception) -> Response:
     )
 
 
+def _retry_after_on_503(response: Response) -> Response:
+    # Every 503 says when to retry, whoever made it. Registered before the limiter's
+    # after_request hook (which drops Retry-After from what is not a 429), so it runs after it.
+    if response.status_code == 503:
+        response.headers[RETRY_AFTER_HEADER] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def register_handlers(app: Flask) -> None:
-    """Route every error through the envelope."""
+    """Route every error through the envelope; every 503 carries Retry-After."""
+    app.after_request(_retry_after_on_503)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     for domain_error in DOMAIN_ERRORS:

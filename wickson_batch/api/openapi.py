@@ -50,7 +50,10 @@ _ERROR_TEXT = {
         "(RATE_LIMIT_EXCEEDED); see Retry-After"
     ),
     500: "Unexpected error (PROCESSING_ERROR); quote the request_id",
-    503: "A store is unavailable; nothing was changed (SERVICE_UNAVAILABLE)",
+    503: (
+        "A store is unavailable, locked or slow; nothing was changed (SERVICE_UNAVAILABLE); "
+        "see Retry-After"
+    ),
 }
 
 _INT_HEADER = {"schema": {"type": "integer"}, "required": True}
@@ -91,7 +94,7 @@ def _response(description: str, schema: str, *, limited: bool, status: int = 200
     headers: dict[str, Any] = dict(_COMMON_HEADERS)
     if limited:
         headers.update(_LIMIT_HEADERS)
-    if status in (409, 429):
+    if status in (409, 429, 503):
         headers["Retry-After"] = _RETRY_AFTER
     if status == 405:
         headers["Allow"] = {

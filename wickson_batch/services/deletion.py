@@ -12,14 +12,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from ..db import Database
+from ..db import Database, DatabaseUnavailable, connection_lost
 from ..models import CleanupTask, IdempotencyKey, Media, MediaState, Operation, utcnow
 from ..protocol import FailureReason, OperationStatus
 from ..vectors.base import SPACES, Space, VectorIndex
-from .errors import IdempotencyKeyInUse, IdempotencyKeyReused, OperationNotFound
+from .errors import DecisionUnknown, IdempotencyKeyInUse, IdempotencyKeyReused, OperationNotFound
 from .points import MediaPoints, queue_cleanup, remove_points
 
 log = structlog.get_logger("wickson_batch")
@@ -121,6 +121,11 @@ def _decide(
     now = outcome.timestamp
     with db.unit_of_work() as uow:
         session = uow.session
+        if db.dialect == "postgresql":
+            # Durable before any point is deleted, whatever the server's default: with
+            # synchronous_commit off, a crash could bring back media acknowledged deleted
+            # whose vectors are already gone.
+            session.execute(text("SET LOCAL synchronous_commit = on"))
         if claim is not None:
             # First in the transaction: a concurrent request with the same key waits on
             # this row and fails here, before it has deleted anything.
@@ -168,6 +173,50 @@ def _decide(
             )
         )
         uow.commit()
+
+
+# How often, and how far apart, the decision is re-read after the connection was lost.
+REREAD_ATTEMPTS = 3
+REREAD_PAUSE_SECONDS = 0.2
+
+
+def _decided(db: Database, operation_id: str) -> bool | None:
+    """Whether the operation row exists (its decision committed); None: cannot be read."""
+    for attempt in range(REREAD_ATTEMPTS):
+        try:
+            with db.unit_of_work() as uow:
+                found = uow.session.execute(
+                    select(Operation.id).where(Operation.id == operation_id)
+                ).first()
+            return found is not None
+        except DatabaseUnavailable:
+            if attempt + 1 < REREAD_ATTEMPTS:
+                time.sleep(REREAD_PAUSE_SECONDS)
+    return None
+
+
+def _decide_or_reread(db: Database, outcome: BatchOutcome, **decide: Any) -> None:
+    """Run `_decide`; if the connection was lost on the way, answer what the database holds.
+
+    The commit may have been applied even though its answer never came back: the operation
+    row, written in the same transaction, tells. Present: the batch is decided, continue.
+    Absent: nothing was changed (503). Unreadable: the outcome is unknown (503 naming it).
+    """
+    try:
+        _decide(db, outcome, **decide)
+    except DatabaseUnavailable as error:
+        if not connection_lost(error.__cause__ or error):
+            raise
+        decided = _decided(db, outcome.operation_id)
+        log.warning(
+            "operation.commit_connection_lost",
+            operation_id=outcome.operation_id,
+            decided={True: "yes", False: "no", None: "unknown"}[decided],
+        )
+        if decided is None:
+            raise DecisionUnknown(outcome.operation_id) from error
+        if not decided:
+            raise
 
 
 def _finish(db: Database, outcome: BatchOutcome) -> None:
@@ -284,7 +333,7 @@ def delete_batch(
             return replayed
     outcome = BatchOutcome(new_operation_id(), now, reason, [], {})
     try:
-        _decide(
+        _decide_or_reread(
             db,
             outcome,
             owner=owner,

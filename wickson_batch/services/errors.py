@@ -47,3 +47,11 @@ class OperationNotFound(DomainError):
     def __init__(self, operation_id: str) -> None:
         super().__init__(f"Operation {operation_id} not found")
         self.operation_id = operation_id
+
+
+class DecisionUnknown(DatabaseUnavailable):
+    """The connection was lost at the deciding commit and the database cannot say yet."""
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(f"the outcome of operation {operation_id} is unknown")
+        self.operation_id = operation_id

@@ -55,6 +55,15 @@ def claim_run_marker(data_dir: str) -> tuple[str, int, bool]:
     return marker, fd, unclean
 
 
+def database_for(settings: Settings) -> Database:
+    """Return the database of `settings`, with its lock and statement timeouts."""
+    return Database(
+        settings.database_url,
+        lock_timeout_ms=settings.db_lock_timeout_ms,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+
+
 @dataclass
 class Stores:
     """The database and vector index of this process."""
@@ -68,8 +77,9 @@ class Stores:
     @classmethod
     def open(cls, settings: Settings) -> Stores:
         """Connect both stores: migrate the schema to head, create the missing collections."""
-        db = Database(settings.database_url)
+        db = database_for(settings)
         db.upgrade_schema()
+        db.warn_if_unsafe()
         vectors = build_vector_index(settings)
         try:
             _ensure(vectors, settings.store_lock_wait_seconds)
