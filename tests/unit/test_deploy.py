@@ -5,6 +5,7 @@ No Docker engine here: these tests parse the files, they do not run them (deploy
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import runpy
@@ -57,7 +58,7 @@ def resolved_app_env() -> dict[str, str]:
 def test_the_topology_has_its_four_services_each_with_a_healthcheck() -> None:
     services = compose()["services"]
 
-    assert set(services) == {"app", "postgres", "redis", "qdrant"}
+    assert set(services) == {"nginx", "app", "postgres", "redis", "qdrant"}
     assert services["qdrant"]["image"].startswith("qdrant/qdrant:v")
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
@@ -75,7 +76,7 @@ def test_every_app_variable_is_a_setting_the_app_or_gunicorn_reads() -> None:
     assert not unknown, f"not read by the app or gunicorn.conf.py: {sorted(unknown)}"
     assert all(f'"{key}"' in gunicorn_conf or f"'{key}'" in gunicorn_conf for key in GUNICORN_KEYS)
     settings = load_settings(environ=env)  # every value parses
-    assert settings.trusted_proxy_hops == 0  # the safe default; the guide says when to raise it
+    assert settings.trusted_proxy_hops == 1  # nginx, the one proxy in front; the guide says more
     assert settings.metrics_enabled is True
 
 
@@ -140,5 +141,32 @@ def test_the_dockerfile_builds_what_compose_and_gunicorn_expect() -> None:
             assert (ROOT / source).exists(), source
             assert f"!{source}" in ignore or f"!{source}/**" in ignore, source
     assert "EXPOSE 8000" in dockerfile
-    assert app["ports"] == ["${APP_PORT:-8000}:8000"]
+    assert "ports" not in app  # the app port is never public: clients reach nginx
+    assert app["expose"] == ["8000"]
     assert "http://127.0.0.1:8000/readyz" in " ".join(app["healthcheck"]["test"])
+
+
+def test_nginx_fronts_the_app_with_the_apps_limits_and_its_own_envelope() -> None:
+    services = compose()["services"]
+    nginx = services["nginx"]
+    conf = (DEPLOY / "nginx.conf").read_text()
+    settings = load_settings(environ=resolved_app_env())
+
+    assert nginx["image"].startswith("nginx:")
+    assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    assert nginx["ports"] == ["${HTTP_PORT:-8080}:8080"]
+    assert nginx["depends_on"] == {"app": {"condition": "service_healthy"}}
+    assert "server app:8000;" in conf and "listen 8080;" in conf
+    size = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert size and int(size.group(1)) * 1024 * 1024 == settings.media_max_content_length
+    for directive in ("proxy_request_buffering on;", "proxy_buffering on;"):
+        assert directive in conf
+    for timeout in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        assert re.search(rf"^\s*{timeout} \d+s;", conf, re.M), timeout
+    for status in (400, 408, 413, 414, 429, 494, 500, 502, 503, 504):
+        assert f"error_page {status} @error_{status};" in conf
+        page = re.search(rf"return {status} '(.*)\\n';", conf)
+        assert page, status
+        envelope = json.loads(page.group(1))
+        assert set(envelope) == {"success", "message", "error"}
+        assert envelope["success"] is False and envelope["error"]["details"] == {}

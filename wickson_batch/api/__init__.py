@@ -38,6 +38,10 @@ def build_api(settings: Settings, held: Stores) -> Flask:
     errors.register_handlers(app)
     app.after_request(_security_headers)
     limiter = ratelimits.init_app(app)
+    # No redirect built from the caller's Host header: `/v1//media/batch` is a 404 in the
+    # envelope, never a 308 (set before any rule is added: rules read it when bound). No rule
+    # ends in a slash, so strict slashes never redirect either: `/v1/media/batch/` is a 404.
+    app.url_map.merge_slashes = False
     app.url_map.converters["media_id"] = media.MediaIdConverter
     app.register_blueprint(media.bp)
     app.register_blueprint(operations.bp)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, NoReturn
 
 from flask import request
+from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 from marshmallow import Schema, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..protocol import IDEMPOTENCY_KEY_HEADER, MEDIA_ID_RULE
 from .errors import (
@@ -29,19 +31,79 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _NumberTooLarge(ValueError):
+    pass
+
+
+# Digits past which a number is refused before Python parses it: far beyond any real value,
+# and below the interpreter's own int limit (whose message names its internals).
+_MAX_NUMBER_CHARS = 1000
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise _NumberTooLarge()
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text) if len(text) <= _MAX_NUMBER_CHARS else math.inf
+    if math.isinf(value):  # 1e999 parses as infinity, which JSON does not have
+        raise _NumberTooLarge()
+    return value
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are each given once: a proxy reading the first of two keys and
+    this service the last would see different requests."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 def json_body(max_bytes: int | None = None) -> Any:
     """Return the JSON value of the body: 415 if not JSON, 413 if too large, 400 if malformed."""
     if not request.is_json:
         raise UnsupportedMediaType(SEND_JSON, {"content_type": request.mimetype or None})
     if max_bytes is not None:
         request.max_content_length = max_bytes
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except (ParseException, ClientDisconnected, OSError):
+        # gunicorn's InvalidChunkSize, ChunkMissingTerminator...; a body cut short.
+        raise InvalidRequest(
+            "Malformed body: the chunked encoding is invalid or cut short"
+        ) from None
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A streamed (chunked) body is cut at the limit rather than refused: refuse it here.
         raise RequestEntityTooLarge()
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(
+            raw,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            object_pairs_hook=_unique_pairs,
+        )
+    except _DuplicateKey as error:
+        raise InvalidRequest(
+            f"Malformed JSON: duplicate key {error.key[:64]!r} in an object",
+            {"key": error.key[:64]},
+        ) from None
+    except _NumberTooLarge:
+        problem = "number too large"
     except json.JSONDecodeError as error:
         problem = f"{error.msg} at line {error.lineno} column {error.colno}"
     except UnicodeDecodeError:
