@@ -235,7 +235,9 @@ def test_overlapping_batches_on_several_workers_delete_each_id_exactly_once(
 OPEN_STORES = """
 import json, os, sys, time
 from wickson_batch.config import load_settings
+from wickson_batch.logs import configure_logging
 from wickson_batch.services.stores import Stores
+configure_logging("WARNING")  # logs on stderr: stdout carries only "ready"
 rounds, go = json.loads(sys.argv[1]), sys.argv[2]
 for n, settings in enumerate(rounds):
     print("ready", flush=True)
