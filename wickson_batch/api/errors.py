@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..db import DatabaseUnavailable
 from ..logs import current_request_id
-from ..protocol import IDEMPOTENCY_KEY_HEADER, RETRY_AFTER_HEADER, ErrorCode
+from ..protocol import IDEMPOTENCY_KEY_HEADER, ErrorCode
 from ..services.errors import (
     DecisionUnknown,
     IdempotencyKeyInUse,
@@ -110,18 +110,6 @@ class RateLimitExceeded(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
-
-    def __init__(
-        self,
-        message: str,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            details,
-            {RETRY_AFTER_HEADER: str(UNAVAILABLE_RETRY_AFTER_SECONDS), **(headers or {})},
-        )
 
 
 class ProcessingError(ApiError):
@@ -273,17 +261,8 @@ def handle_unexpected(error: Exception) -> Response:
     )
 
 
-def _retry_after_on_503(response: Response) -> Response:
-    # Every 503 says when to retry, whoever made it. Registered before the limiter's
-    # after_request hook (which drops Retry-After from what is not a 429), so it runs after it.
-    if response.status_code == 503:
-        response.headers[RETRY_AFTER_HEADER] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
-    return response
-
-
 def register_handlers(app: Flask) -> None:
-    """Route every error through the envelope; every 503 carries Retry-After."""
-    app.after_request(_retry_after_on_503)
+    """Route every error through the envelope; api/ratelimits.py decides Retry-After."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     for domain_error in DOMAIN_ERRORS:

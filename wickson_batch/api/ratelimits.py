@@ -20,6 +20,7 @@ from ..config import REDIS_SCHEMES
 from ..protocol import RETRY_AFTER_HEADER as RETRY_AFTER
 from .auth import LIMITER_EXTENSION, quiet_principal
 from .context import settings
+from .errors import UNAVAILABLE_RETRY_AFTER_SECONDS
 from .metrics import EXTENSION as METRICS_EXTENSION
 from .metrics import Metrics
 
@@ -64,11 +65,14 @@ def rate_limit_for_request() -> str:
 
 
 def _tidy_retry_after(response: Response) -> Response:
-    # flask-limiter sets Retry-After on every limited response and it can reach 0 at a
-    # window's edge: keep it only on 429s, and never below one second there. A 409 (the
-    # Idempotency-Key's first request is still running) asks for a retry in one second.
+    # The one place that decides Retry-After. flask-limiter sets it on every limited response
+    # and it can reach 0 at a window's edge: keep it only on 429s, and never below one second
+    # there. A 409 (the Idempotency-Key's first request is still running) asks for a retry in
+    # one second; every 503, whoever made it, in UNAVAILABLE_RETRY_AFTER_SECONDS.
     if response.status_code == 409:
         response.headers[RETRY_AFTER] = "1"
+    elif response.status_code == 503:
+        response.headers[RETRY_AFTER] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
     elif response.status_code != 429:
         response.headers.pop(RETRY_AFTER, None)
     else:
