@@ -32,8 +32,8 @@ JOB_ID_PATTERN = "^job_[0-9a-f]{32}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN.strip("^$"))
 # The longest cursor any listing here hands out is far shorter.
 MAX_CURSOR = 512
-# At most this many ids in a selection's lists together (DESIGN section 9).
-MAX_SELECTION_IDS = 10_000
+# At most this many items in a selection (DESIGN section 9).
+MAX_SELECTION_IDS = 100
 
 _create_request = CreateJobRequest()
 _job_response = JobResponse()

@@ -107,7 +107,12 @@ class Stores:
 
     def start_job_runner(self, settings: Settings) -> None:
         """Run the deletion-job runner in this process."""
-        self.job_runner = JobRunner(
+        self.job_runner = self.make_job_runner(settings)
+        self.job_runner.start()
+
+    def make_job_runner(self, settings: Settings) -> JobRunner:
+        """Return a deletion-job runner over these stores, not started."""
+        return JobRunner(
             self.db,
             self.vectors,
             settings=RunnerSettings(
@@ -121,7 +126,6 @@ class Stores:
             parse=parse_stored_selection,
             observers=self.chunk_observers,
         )
-        self.job_runner.start()
 
     def close(self) -> None:
         """Stop the background threads, flush and release both stores; a clean stop clears
