@@ -207,7 +207,7 @@ def test_vector_calls_hold_at_most_points_per_call(app: Flask, acme: Caller) -> 
     recording = FlakyVectors(held.vectors)
     recording.failing = False
     runner = job_runner(app, chunk_size=10, points_per_call=7)
-    runner.vectors = recording  # type: ignore[assignment]
+    runner.vectors = recording
 
     runner.run_once()
 
@@ -224,7 +224,7 @@ def test_points_that_could_not_be_removed_are_left_to_the_reconciler(
     mine = [acme.create(seed=n) for n in range(3)]
     job_id = new_job(app, mine)
     runner = job_runner(app)
-    runner.vectors = FlakyVectors(stores_of(app).vectors)  # type: ignore[assignment]
+    runner.vectors = FlakyVectors(stores_of(app).vectors)
 
     runner.run_once()
 
