@@ -16,6 +16,8 @@ from ..services.errors import (
     DecisionUnknown,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    InvalidFilter,
+    InvalidSelection,
     InvalidVectors,
     MediaNotFound,
     OperationNotFound,
@@ -53,6 +55,10 @@ class ApiError(Exception):
 
 class InvalidRequest(ApiError):
     code = ErrorCode.INVALID_REQUEST
+
+
+class InvalidSelectionError(ApiError):
+    code = ErrorCode.INVALID_SELECTION
 
 
 class MissingMediaIds(ApiError):
@@ -210,6 +216,14 @@ def _invalid_vectors(error: InvalidVectors) -> ApiError:
     return InvalidRequest(str(error), {"field": error.field})
 
 
+def _invalid_filter(error: InvalidFilter) -> ApiError:
+    return InvalidRequest(str(error), {"field": error.field})
+
+
+def _invalid_selection(error: InvalidSelection) -> ApiError:
+    return InvalidSelectionError(str(error), {"field": error.field})
+
+
 def _key_in_use(_error: IdempotencyKeyInUse) -> ApiError:
     return IdempotencyKeyInUseError(
         "A request with this Idempotency-Key is still being processed; retry in a "
@@ -232,6 +246,8 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     MediaNotFound: _media_not_found,
     OperationNotFound: _operation_not_found,
     InvalidVectors: _invalid_vectors,
+    InvalidFilter: _invalid_filter,
+    InvalidSelection: _invalid_selection,
     IdempotencyKeyInUse: _key_in_use,
     IdempotencyKeyReused: _key_reused,
     DecisionUnknown: _decision_unknown,
