@@ -163,9 +163,7 @@ def test_progress_adds_up_between_chunks(app: Flask, alice: Caller) -> None:
     jr = runner_service  # one chunk at a time, read between them
     held = stores_of(app)
     assert jr.claim_next_job(held.db, runner.holder, 30) == job_id
-    jr.resolve_manifest(
-        held.db, job_id, runner.holder, parse=runner.parse, matcher=None, max_media=100
-    )
+    jr.resolve_manifest(held.db, job_id, runner.holder, max_media=100)
     seen = [job_of(alice, job_id)["progress"]]
     while jr.run_chunk(held.db, held.vectors, job_id, runner.holder, chunk_size=2):
         seen.append(job_of(alice, job_id)["progress"])
@@ -383,7 +381,7 @@ def test_a_jobs_key_is_not_reused_for_a_batch(app: Flask, alice: Caller) -> None
     ("payload", "field"),
     [
         ({}, "selection"),
-        ({"selection": [], "x": 1}, "x"),
+        ({"selection": ["vec-1"], "x": 1}, "x"),
         ({"selection": ["vec-1"], "cascade": True}, "cascade"),
         ({"selection": ["vec-1"], "cascade": "yes"}, "cascade"),
         ({"selection": ["vec-1"], "reason": "a" * 501}, "reason"),
@@ -472,3 +470,101 @@ def test_jobs_are_counted_in_the_metrics(app: Flask, alice: Caller) -> None:
     assert 'wickson_deletion_jobs{status="queued"} 1.0' in text
     assert "wickson_job_chunk_seconds_count 3.0" in text
     assert "wickson_job_throughput_media_per_second 0.0" in text  # idle again
+
+
+def test_a_job_of_all_my_media_spares_the_excluded_and_everyone_elses(
+    app: Flask, alice: Caller, bob: Caller
+) -> None:
+    mine = [alice.create(seed=n) for n in range(6)]
+    theirs = bob.create()
+    selection = [{"all": True, "exclude": mine[:2]}]
+    job_id = body(start(alice, selection))["data"]["job_id"]
+
+    run_jobs(app, chunk_size=3)
+
+    assert job_of(alice, job_id)["progress"] == progress(
+        total=4, remaining=0, deleted=4, hd_vectors=4, ld_vectors=4
+    )
+    assert [item["media_id"] for item in all_items(alice, job_id)] == mine[2:]  # oldest first
+    assert [alice.get(m).status_code for m in mine] == [200, 200, 404, 404, 404, 404]
+    assert bob.get(theirs).status_code == 200
+
+
+def test_named_ids_come_first_and_are_never_listed_twice(app: Flask, alice: Caller) -> None:
+    mine = [alice.create(seed=n, metadata={"campaign": "summer"}) for n in range(4)]
+    other = alice.create(seed=9, metadata={"campaign": "winter"})
+    missing = unknown_id()
+    selection = [mine[3], missing, {"filter": {"metadata": {"campaign": "summer"}}}, mine[3]]
+    job_id = body(start(alice, selection))["data"]["job_id"]
+
+    run_jobs(app)
+
+    items = all_items(alice, job_id)
+    assert [item["media_id"] for item in items] == [mine[3], missing, *mine[:3]]
+    assert job_of(alice, job_id)["progress"]["total"] == 5
+    assert alice.get(other).status_code == 200
+
+
+def test_the_manifest_is_fixed_when_the_job_starts(app: Flask, alice: Caller) -> None:
+    before = [alice.create(seed=n) for n in range(5)]
+    job_id = body(start(alice, [{"all": True}]))["data"]["job_id"]
+    runner = job_runner(app, chunk_size=2)
+    held = stores_of(app)
+    assert runner_service.claim_next_job(held.db, runner.holder, 30) == job_id
+    runner_service.resolve_manifest(held.db, job_id, runner.holder, max_media=100)
+    created_later = alice.create(seed=99)
+
+    runner.run_job(job_id)
+
+    assert job_of(alice, job_id)["progress"]["deleted"] == 5
+    assert all(alice.get(m).status_code == 404 for m in before)
+    assert alice.get(created_later).status_code == 200
+
+
+def test_a_dry_run_of_a_filter_counts_what_it_matches(app: Flask, alice: Caller) -> None:
+    summer = [alice.create(hd=2, seed=n, metadata={"campaign": "summer"}) for n in range(3)]
+    alice.create(seed=9, metadata={"campaign": "winter"})
+    before = snapshot(app)
+    selection = [{"filter": {"metadata": {"campaign": "summer"}}, "exclude": summer[:1]}]
+
+    response = start(alice, selection, query="?dry_run=true")
+
+    assert body(response)["data"] == {
+        "total": 2,
+        "hd_vectors": 4,
+        "ld_vectors": 2,
+        "sample": summer[1:],
+    }
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize(
+    ("selection", "field"),
+    [
+        ([], "selection"),
+        ("all", "selection"),
+        ([{"filter": {}}], "selection[0].filter"),
+        ([{"all": False}], "selection[0].all"),
+        (["not an id!"], "selection[0]"),
+    ],
+)
+def test_a_bad_selection_is_refused_and_changes_nothing(
+    app: Flask, alice: Caller, selection: Any, field: str
+) -> None:
+    before = snapshot(app)
+
+    for query in ("", "?dry_run=true"):
+        details = assert_error(start(alice, selection, query=query), 400, "INVALID_SELECTION")
+        assert details["field"] == field
+    assert snapshot(app) == before
+
+
+def test_a_selection_of_all_over_the_limit_is_rejected(app: Flask, alice: Caller) -> None:
+    mine = [alice.create(seed=n) for n in range(3)]
+    job_id = body(start(alice, [{"all": True}]))["data"]["job_id"]
+
+    run_jobs(app, max_media=2)
+
+    data = job_of(alice, job_id)
+    assert (data["status"], data["error"]["code"]) == ("rejected", "JOB_TOO_LARGE")
+    assert all(alice.get(m).status_code == 200 for m in mine)

@@ -27,7 +27,7 @@ from wickson_batch.services import jobs, keys
 from wickson_batch.services.cleanup import pending_cleanup_count
 from wickson_batch.services.deletion import delete_batch
 from wickson_batch.services.job_runner import LeaseLost
-from wickson_batch.services.jobs import NamedIds
+from wickson_batch.services.selection import parse_selection
 
 OWNER = "acme"
 
@@ -46,7 +46,7 @@ def acme(app: Flask) -> Caller:
 
 
 def new_job(app: Flask, media_ids: list[str]) -> str:
-    view, _ = jobs.create_job(stores_of(app).db, owner=OWNER, selection=NamedIds(tuple(media_ids)))
+    view, _ = jobs.create_job(stores_of(app).db, owner=OWNER, selection=parse_selection(media_ids))
     return view.job_id
 
 
@@ -118,10 +118,7 @@ def test_a_lapsed_lease_is_taken_over_and_the_job_finishes_exactly(
     held = stores_of(app)
     # Runner a resolves the manifest and decides one chunk, then dies (no release).
     assert runner_service.claim_next_job(held.db, "runner-a", 30) == job_id
-    runner_service.resolve_manifest(
-        held.db, job_id, "runner-a", parse=jobs.parse_stored_selection, matcher=None,
-        max_media=100,
-    )  # fmt: skip
+    runner_service.resolve_manifest(held.db, job_id, "runner-a", max_media=100)
     runner_service.run_chunk(held.db, held.vectors, job_id, "runner-a", chunk_size=4)
     assert runner_service.claim_next_job(held.db, "runner-b", 30) is None  # still held
 
@@ -143,10 +140,7 @@ def test_a_runner_that_lost_its_lease_changes_nothing(app: Flask, acme: Caller) 
     job_id = new_job(app, mine)
     held = stores_of(app)
     runner_service.claim_next_job(held.db, "runner-a", 30)
-    runner_service.resolve_manifest(
-        held.db, job_id, "runner-a", parse=jobs.parse_stored_selection, matcher=None,
-        max_media=100,
-    )  # fmt: skip
+    runner_service.resolve_manifest(held.db, job_id, "runner-a", max_media=100)
     # Its lease lapses; runner b takes the job over.
     later = utcnow() + timedelta(seconds=31)
     assert runner_service.claim_next_job(held.db, "runner-b", 30, now=later) == job_id
@@ -168,10 +162,7 @@ def test_a_chunk_decided_twice_is_reported_once(app: Flask, acme: Caller) -> Non
     job_id = new_job(app, mine)
     held = stores_of(app)
     runner_service.claim_next_job(held.db, "runner-a", 30)
-    runner_service.resolve_manifest(
-        held.db, job_id, "runner-a", parse=jobs.parse_stored_selection, matcher=None,
-        max_media=100,
-    )  # fmt: skip
+    runner_service.resolve_manifest(held.db, job_id, "runner-a", max_media=100)
     positions = {media_id: n for n, media_id in enumerate(mine[:2])}
     stale = runner_service._record_chunk(job_id, "runner-a", positions, utcnow)
     runner_service.run_chunk(held.db, held.vectors, job_id, "runner-a", chunk_size=2)

@@ -36,7 +36,10 @@ from .requests import FLAG_FALSE, FLAG_TRUE, IDEMPOTENCY_KEY_PATTERN
 bp = Blueprint("openapi", __name__)
 
 _ERROR_TEXT = {
-    400: "Invalid request (MISSING_MEDIA_IDS, INVALID_MEDIA_IDS, BATCH_TOO_LARGE, INVALID_REQUEST)",
+    400: (
+        "Invalid request (MISSING_MEDIA_IDS, INVALID_MEDIA_IDS, BATCH_TOO_LARGE, "
+        "INVALID_REQUEST, INVALID_SELECTION)"
+    ),
     401: "Missing, unknown or revoked API key (INVALID_API_KEY)",
     403: "The key lacks the scope (INSUFFICIENT_PERMISSIONS)",
     404: "Not found (MEDIA_NOT_FOUND, OPERATION_NOT_FOUND, JOB_NOT_FOUND)",

@@ -15,7 +15,6 @@ from ..vectors import build_vector_index
 from ..vectors.base import VectorIndex, VectorStoreLocked
 from .cleanup import Reconciler
 from .job_runner import ChunkObserver, JobRunner, RunnerSettings
-from .jobs import parse_stored_selection
 
 # One file per serving process, `DATA_DIR/run/<pid>.running`, locked while the process
 # lives and removed at a clean stop. One that can be locked by someone else was left by a
@@ -123,7 +122,6 @@ class Stores:
                 poll_interval_seconds=settings.job_poll_interval_seconds,
                 points_per_call=settings.job_points_per_call,
             ),
-            parse=parse_stored_selection,
             observers=self.chunk_observers,
         )
 
