@@ -1,4 +1,4 @@
-"""A deletion job survives SIGKILL: the real server killed again and again while it runs.
+"""Deletion jobs on the real server: SIGKILLed again and again while one runs, or cancelled.
 
 The job ends `done` with exact counts, every manifest id reported exactly once, every
 deleted media gone from SQL and from both collections, no orphan point after reconcile,
@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.live_server import (
-    Server,
-    check_figures,
-    local_url,
-    scan_points,
-    server_env,
-    sql,
-    wait_until,
-)
+from tests.live_server import Server, check_figures, scan_points, sql, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,25 +23,6 @@ MEDIA = 20_000
 EXCLUDED = 25
 HD, LD = 2, 1
 KILLS = 4
-
-
-@pytest.fixture
-def job_server(tmp_path: Path) -> Iterator[Server]:
-    env = server_env(
-        tmp_path,
-        LOG_LEVEL="ERROR",
-        RATE_LIMIT_DEFAULT="1000000/minute",
-        RECONCILE_INTERVAL_SECONDS="0.2",
-        RECONCILE_GRACE_SECONDS="1",
-        # Slow enough that the kills land mid-job; a dead runner's lease lapses quickly.
-        JOB_MAX_MEDIA_PER_SECOND="4000",
-        JOB_LEASE_SECONDS="1.5",
-        JOB_POLL_INTERVAL_SECONDS="0.1",
-    )
-    running = Server(local_url(env), env)
-    yield running
-    if running.process is not None:
-        running.kill()
 
 
 def job_counts(tmp_path: Path, job_id: str) -> dict[str, Any]:
@@ -78,8 +51,11 @@ def job_counts(tmp_path: Path, job_id: str) -> dict[str, Any]:
     }
 
 
-def assert_consistent(counts: dict[str, Any]) -> None:
-    """What a poll may see at any moment: counters that match the manifest and add up."""
+def assert_consistent(counts: dict[str, Any], hd: int = HD, ld: int = LD) -> None:
+    """What a poll may see at any moment: counters that match the manifest and add up.
+
+    Every media has `hd` and `ld` points.
+    """
     if counts["total"] is None:
         assert counts["items"] == {} and counts["deleted"] == counts["failed"] == 0
         return
@@ -87,13 +63,14 @@ def assert_consistent(counts: dict[str, Any]) -> None:
     assert items.get("deleted", 0) == counts["deleted"]
     assert items.get("failed", 0) == counts["failed"]
     assert sum(items.values()) == counts["total"]
-    assert counts["hd"] == HD * counts["deleted"] and counts["ld"] == LD * counts["deleted"]
+    assert counts["hd"] == hd * counts["deleted"] and counts["ld"] == ld * counts["deleted"]
 
 
 def test_sigkill_while_a_job_runs_loses_and_repeats_nothing(
-    job_server: Server, tmp_path: Path
+    job_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server = job_server
+    # Slow enough that the kills land mid-job.
+    server = job_server(JOB_MAX_MEDIA_PER_SECOND="4000")
     began = time.monotonic()
     key = server.cli("keys", "create", "--owner", "acme").stdout.strip()
     seeded = server.cli(
@@ -175,3 +152,64 @@ def test_sigkill_while_a_job_runs_loses_and_repeats_nothing(
         f"deleted={at_kill}, total {total} deleted exactly once; seeding "
         f"{seeded_at - began:.1f} s, job and kills {time.monotonic() - seeded_at:.1f} s"
     )
+
+
+def test_cancelling_a_running_job_keeps_what_it_deleted_and_spares_the_rest(
+    job_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = job_server(JOB_MAX_MEDIA_PER_SECOND="300", JOB_CHUNK_SIZE="50")
+    key = server.cli("keys", "create", "--owner", "acme").stdout.strip()
+    ids = server.cli("seed", "--owner", "acme", "--count", "3000").stdout.split()
+    assert len(ids) == 3000
+    server.start()
+    status, payload, _ = server.request(
+        "POST", "/v1/deletion-jobs", {"selection": [{"all": True}], "reason": "oops"}, key
+    )
+    job_id = payload["data"]["job_id"]
+    wait_until(lambda: job_counts(tmp_path, job_id)["deleted"] >= 200)
+
+    status, payload, _ = server.request("POST", f"/v1/deletion-jobs/{job_id}/cancel", key=key)
+
+    assert status == 200
+    assert payload["data"]["status"] in ("processing", "cancelled")  # until its chunk commits
+    wait_until(lambda: job_counts(tmp_path, job_id)["status"] == "cancelled")
+    settled = job_counts(tmp_path, job_id)
+    assert_consistent(settled, hd=1, ld=1)
+    time.sleep(0.5)  # nothing moves after the cancel
+    assert job_counts(tmp_path, job_id) == settled
+    status, payload, _ = server.request("GET", f"/v1/deletion-jobs/{job_id}", key=key)
+    shown = payload["data"]
+    assert shown["status"] == "cancelled" and shown["finished_at"] is not None
+    deleted = settled["deleted"]
+    assert 200 <= deleted < 3000
+    assert shown["progress"] == {
+        "total": 3000,
+        "remaining": 3000 - deleted,
+        "deleted": deleted,
+        "failed": 0,
+        "hd_vectors": deleted,
+        "ld_vectors": deleted,
+    }
+    # What it reports deleted is gone; everything else is live, and it says so.
+    reported: list[str] = []
+    cursor = None
+    while True:
+        query = "?status=deleted&limit=100" + (f"&cursor={cursor}" if cursor else "")
+        page = server.request("GET", f"/v1/deletion-jobs/{job_id}/items{query}", key=key)[1]
+        reported.extend(item["media_id"] for item in page["data"]["items"])
+        if not page["data"]["has_more"]:
+            break
+        cursor = page["data"]["next_cursor"]
+    assert len(reported) == len(set(reported)) == deleted
+    live = {row[0] for row in sql(tmp_path, "SELECT id FROM media WHERE state = 'live'")}
+    assert not live & set(reported)
+    assert live == set(ids) - set(reported)
+    for media_id in reported[:20]:
+        assert server.request("GET", f"/v1/media/{media_id}", key=key)[0] == 404
+    again = server.request("POST", f"/v1/deletion-jobs/{job_id}/cancel", key=key)
+    assert (again[0], again[1]["error"]["code"]) == (409, "JOB_FINISHED")
+    wait_until(lambda: sql(tmp_path, "SELECT count(*) FROM cleanup_tasks")[0][0] == 0)
+    assert server.stop() == 0
+    points = scan_points(server.env)
+    assert set(points["hd"]) == set(points["ld"]) == live
+    print(f"\ncancel figures: cancelled after {deleted} of 3000 deleted, the rest live")
