@@ -453,7 +453,7 @@ def test_redis_hung_then_stopped_limits_from_memory_and_returns(
     try:
         recorder.start(
             *[(recorder.batches, (ids[n::3], 20, 0.05, 0.05)) for n in range(3)],
-            (recorder.reads, (ids, 0.02)),
+            (recorder.reads, (ids[::-1], 0.02)),
             (recorder.probe, ("readyz", 0.1)),
         )
         time.sleep(1.0)
