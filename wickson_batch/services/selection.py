@@ -340,7 +340,8 @@ def _sqlite_metadata_equals(element: _MetadataEquals, compiler: SQLCompiler, **k
         path = literal('$."', String()) + element.key_param + literal('"', String())
         type_, value = func.json_type(doc, path), func.json_extract(doc, path)
         clause = _sqlite_match(element, type_, value)
-    return compiler.process(clause, **kw)
+    # Parenthesised: without native booleans the caller may append "= 1" to it.
+    return f"({compiler.process(clause, **kw)})"
 
 
 def _sqlite_match(element: _MetadataEquals, type_: Any, value: Any) -> ColumnElement[bool]:
@@ -367,7 +368,8 @@ def _postgresql_metadata_equals(element: _MetadataEquals, compiler: SQLCompiler,
         clause = number == cast(element.value_param, Numeric)
     else:
         clause = and_(json_kind == element.kind, as_text == element.value_param)
-    return compiler.process(clause, **kw)
+    # Parenthesised: without native booleans the caller may append "= 1" to it.
+    return f"({compiler.process(clause, **kw)})"
 
 
 # --- filters as SQL ---------------------------------------------------------------------
