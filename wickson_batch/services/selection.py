@@ -349,10 +349,12 @@ def _sqlite_match(element: _MetadataEquals, type_: Any, value: Any) -> ColumnEle
     if element.kind == "boolean":
         return type_ == element.value_param  # type: ignore[no-any-return]
     if element.kind == "number":
-        # The filter's number parsed by SQLite's own JSON reader: integers stay exact.
-        number = func.json_extract(element.value_param, "$")
+        # CAST has NUMERIC affinity, which would turn the text "1" into 1: json_type first.
+        number = cast(element.value_param, Numeric)
         return and_(type_.in_(["integer", "real"]), value == number)
-    return and_(type_ == "text", value == element.value_param)
+    # Neither side has an affinity, so SQLite compares the text only with text: the number
+    # 1 (or true, extracted as 1) never equals the string "1". One JSON lookup per row.
+    return value == element.value_param  # type: ignore[no-any-return]
 
 
 @compiles(_MetadataEquals, "postgresql")
