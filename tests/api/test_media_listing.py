@@ -281,6 +281,11 @@ BAD_PARAMETERS: list[tuple[dict[str, Any], str, str]] = [
     ({"metadata.k": ["1", "2"]}, "metadata.k", "Query parameter metadata.k was given twice"),
     ({"metadata.k": "a\x00b"}, "metadata.k", "metadata.k must not contain the NUL character"),
     ({"metadata.k": "1" * 30}, "metadata.k", "metadata.k is out of range: integers are 64-bit"),
+    (
+        {"metadata.k": "x" * 201},
+        "metadata.k",
+        "metadata.k is longer than 200 characters; filter on longer values with a JSON filter",
+    ),
 ]
 
 

@@ -28,7 +28,8 @@ from ..protocol import (
     REQUEST_ID_HEADER,
     RESERVED_MEDIA_SEGMENTS,
 )
-from ..services.paging import MAX_CURSOR_CHARS
+from ..services.paging import CURSOR_PATTERN
+from ..services.selection import MAX_QUERY_VALUE_CHARS, TIME_PATTERN
 from . import docs, schemas
 from .context import settings
 from .requests import FLAG_FALSE, FLAG_TRUE, IDEMPOTENCY_KEY_PATTERN
@@ -379,8 +380,8 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 
 
 _TIME = (
-    "ISO-8601: a date (2025-06-01, midnight UTC) or a time, with an offset (Z, +02:00) or "
-    "without (UTC)"
+    "ISO-8601: a date (2025-06-01, midnight UTC) or a date and time (2025-06-01T12:00, "
+    "to the minute, second or microsecond), with an offset (Z, +02:00) or without (UTC)"
 )
 
 
@@ -396,17 +397,17 @@ def _listing_parameters() -> list[dict[str, Any]]:
             "cursor",
             "The next_cursor of the previous page, as it was given, with the same filter "
             "parameters (another owner's or another filter's cursor is 400)",
-            {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_CHARS},
+            {"type": "string", "pattern": CURSOR_PATTERN},
         ),
         _query(
             "created_before",
             f"Only media created before this moment (exclusive). {_TIME}",
-            {"type": "string", "maxLength": 64},
+            {"type": "string", "pattern": TIME_PATTERN},
         ),
         _query(
             "created_after",
             f"Only media created at or after this moment (inclusive). {_TIME}",
-            {"type": "string", "maxLength": 64},
+            {"type": "string", "pattern": TIME_PATTERN},
         ),
         _query(
             "parent_id",
@@ -419,8 +420,9 @@ def _listing_parameters() -> list[dict[str, Any]]:
             "key (several are ANDed): only media whose metadata has that key equal to the "
             'value. A value that is a JSON number, true, false or a "quoted string" is that '
             'JSON value (metadata.n=1 matches the number 1, never the string "1"; '
-            'metadata.n="1" the string); anything else is the text as it stands.',
-            {"type": "string", "maxLength": 4096},
+            'metadata.n="1" the string); anything else is the text as it stands. At most '
+            f"{MAX_QUERY_VALUE_CHARS} characters (a selection's JSON filter takes longer ones).",
+            {"type": "string", "maxLength": MAX_QUERY_VALUE_CHARS, "pattern": _NO_NUL},
         ),
     ]
 

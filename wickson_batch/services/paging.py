@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 
 from .errors import InvalidCursor
 
-__all__ = ["MAX_CURSOR_CHARS", "Position", "decode_cursor", "encode_cursor"]
+__all__ = ["CURSOR_PATTERN", "MAX_CURSOR_CHARS", "Position", "decode_cursor", "encode_cursor"]
 
-MAX_CURSOR_CHARS = 1024
+# A cursor is base64url without padding; one for a 128-character id is about 300 characters.
+MAX_CURSOR_CHARS = 512
+CURSOR_PATTERN = f"^[A-Za-z0-9_-]{{1,{MAX_CURSOR_CHARS}}}$"
 _VERSION = 1
 
 
