@@ -16,6 +16,7 @@ from ..services.errors import (
     DecisionUnknown,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    InvalidCursor,
     InvalidFilter,
     InvalidSelection,
     InvalidVectors,
@@ -220,6 +221,10 @@ def _invalid_filter(error: InvalidFilter) -> ApiError:
     return InvalidRequest(str(error), {"field": error.field})
 
 
+def _invalid_cursor(error: InvalidCursor) -> ApiError:
+    return InvalidRequest(str(error), {"field": error.field})
+
+
 def _invalid_selection(error: InvalidSelection) -> ApiError:
     return InvalidSelectionError(str(error), {"field": error.field})
 
@@ -248,6 +253,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     InvalidVectors: _invalid_vectors,
     InvalidFilter: _invalid_filter,
     InvalidSelection: _invalid_selection,
+    InvalidCursor: _invalid_cursor,
     IdempotencyKeyInUse: _key_in_use,
     IdempotencyKeyReused: _key_reused,
     DecisionUnknown: _decision_unknown,

@@ -65,6 +65,14 @@ class InvalidSelection(DomainError):
         self.field = field
 
 
+class InvalidCursor(DomainError):
+    """A paging cursor is malformed, edited, or belongs to another listing."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class DecisionUnknown(DatabaseUnavailable):
     """The connection was lost at the deciding commit and the database cannot say yet."""
 
