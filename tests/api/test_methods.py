@@ -119,6 +119,7 @@ def served_methods(client: FlaskClient, path: str) -> set[str]:
 SAMPLE_VALUES = {
     "media_id": "vec-0123",
     "operation_id": "batch_delete_0123",
+    "job_id": "job_" + "0" * 32,
     "name": "init.js",
 }
 

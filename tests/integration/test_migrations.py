@@ -23,13 +23,14 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session
 
 from tests import models_4fe7ebd as previous
 from tests.faults import FlakyVectors
-from tests.helpers import settings_for
+from tests.helpers import settings_for, vector
 from wickson_batch.cli import main
 from wickson_batch.config import Settings, load_settings
 from wickson_batch.db import (
@@ -41,13 +42,17 @@ from wickson_batch.db import (
     make_engine,
 )
 from wickson_batch.models import Base
-from wickson_batch.services import deletion, keys
+from wickson_batch.services import deletion, jobs, keys, media
+from wickson_batch.services import job_runner as runner_service
+from wickson_batch.services.selection import parse_selection
 from wickson_batch.services.stores import Stores
 from wickson_batch.vectors import build_vector_index
 
 FIRST = "0001_initial"
-HEAD = "0002_media_listing"
+HEAD = "0003_deletion_jobs"
+# The first revision's tables (release 0.1.0's), and every table at head.
 TABLES = {"api_keys", "media", "cleanup_tasks", "operations", "idempotency_keys"}
+ALL_TABLES = TABLES | {"deletion_jobs", "deletion_job_items"}
 
 
 def settings(folder: Path) -> Settings:
@@ -203,7 +208,7 @@ def test_a_database_of_the_previous_release_is_stamped_and_keeps_every_row(
         held.close()
 
     assert rows(engine) == before
-    assert tables(engine) == TABLES | {"alembic_version"}
+    assert tables(engine) == ALL_TABLES | {"alembic_version"}
     assert differences(engine) == []
 
 
@@ -238,7 +243,7 @@ def test_the_db_commands_upgrade_report_and_downgrade(url: str, engine: Engine) 
 
     result = invoke(url, "db", "upgrade")
     assert (result.exit_code, result.stdout) == (0, f"upgraded base -> {HEAD} (head)\n")
-    assert tables(engine) == TABLES | {"alembic_version"}
+    assert tables(engine) == ALL_TABLES | {"alembic_version"}
     result = invoke(url, "db", "current")
     assert (result.exit_code, result.stdout) == (0, f"{HEAD} (head)\n")
     result = invoke(url, "db", "upgrade")
@@ -429,3 +434,69 @@ def test_an_upgrade_waits_while_another_process_holds_the_lock(
         assert tables(engine) == set()
     assert finished(process) == f"None {HEAD} False\n"
     assert differences(engine) == []
+
+
+def revision_before(target: str) -> str:
+    """Return the down_revision of `target`."""
+    found = ScriptDirectory.from_config(alembic_config()).get_revision(target)
+    assert found is not None and isinstance(found.down_revision, str)
+    return found.down_revision
+
+
+def test_0003_adds_the_job_tables_and_keeps_every_row(
+    tmp_path: Path, url: str, engine: Engine
+) -> None:
+    config = settings(tmp_path)
+    before_jobs = revision_before("0003_deletion_jobs")
+    upgrade_to(engine, before_jobs)
+    db = Database(config.database_url)
+    inner = build_vector_index(config)
+    inner.ensure()
+    try:
+        info, _ = keys.create_key(db, owner="alice")
+        ids = [
+            media.create_media(
+                db,
+                inner,
+                owner="alice",
+                hd_vectors=[vector(config.hd_dim, n)],
+                ld_vectors=[vector(config.ld_dim, n)],
+                metadata={"n": n},
+            ).media_id
+            for n in range(4)
+        ]
+        deletion.delete_batch(
+            db, FlakyVectors(inner), owner="alice", media_ids=ids[:1], api_key_id=info.id,
+            idempotency_key="before-0003",
+        )  # fmt: skip
+    finally:
+        db.dispose()
+    before = rows(engine)
+    assert not {"deletion_jobs", "deletion_job_items"} & tables(engine)
+
+    upgrade(url)
+
+    assert rows(engine) == before
+    assert tables(engine) >= ALL_TABLES
+    assert differences(engine) == []
+    # The new tables work beside the old rows: a job over them runs to its end.
+    db = Database(config.database_url)
+    try:
+        view, _ = jobs.create_job(db, owner="alice", selection=parse_selection(ids))
+        assert runner_service.claim_next_job(db, "migration-test", 30) == view.job_id
+        runner_service.resolve_manifest(db, view.job_id, "migration-test", max_media=100)
+        while runner_service.run_chunk(db, inner, view.job_id, "migration-test", chunk_size=2):
+            pass
+        done = jobs.get_job(db, owner="alice", job_id=view.job_id)
+        assert (done.total, done.deleted, done.failed) == (4, 3, 1)
+    finally:
+        inner.close()
+        db.dispose()
+
+    downgraded = Database(url)
+    try:
+        downgraded.downgrade_schema(before_jobs)
+    finally:
+        downgraded.dispose()
+    assert not {"deletion_jobs", "deletion_job_items"} & tables(engine)
+    assert tables(engine) >= TABLES
