@@ -10,7 +10,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -71,6 +71,21 @@ class BatchResult:
     attempts: int  # requests that failed before the one that answered (429s not counted)
     rate_limit_waits: int
     waited_seconds: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A request's final answer, and what it took to get it."""
+
+    response: httpx.Response
+    failures: int  # attempts that failed before it (429s not counted)
+    waits: int  # 429s waited out
+    waited: float  # seconds slept before it
+
+    @property
+    def replayed(self) -> bool:
+        """True when the server replayed an earlier answer to this Idempotency-Key."""
+        return bool(self.response.headers.get(REPLAYED_HEADER) == "true")
 
 
 @dataclass
@@ -303,6 +318,31 @@ class WicksonClient:
 
     def delete_batch(self, batch: Batch, *, on_wait: WaitHook | None = None) -> BatchResult:
         """Send one batch until it is answered; raise when it cannot be."""
+        answer = self._send(
+            "DELETE",
+            BATCH_PATH,
+            json=batch.body(),
+            headers={IDEMPOTENCY_KEY_HEADER: batch.idempotency_key},
+            on_wait=on_wait,
+        )
+        return _batch_result(batch, answer)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: Container[int] = (200,),
+        json: Any = None,
+        params: Mapping[str, str | Sequence[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_wait: WaitHook | None = None,
+    ) -> Answer:
+        """Send one request until it is answered with a status in `ok`; raise when it cannot be.
+
+        Every attempt is the same request (body, headers, Idempotency-Key): only requests that
+        are safe to repeat, or that carry a key, may come through here.
+        """
         failures = 0
         waits = 0
         waited = 0.0
@@ -312,22 +352,19 @@ class WicksonClient:
             delay: float | None = None
             try:
                 response = self._http.request(
-                    "DELETE",
-                    BATCH_PATH,
-                    json=batch.body(),
-                    headers={IDEMPOTENCY_KEY_HEADER: batch.idempotency_key},
+                    method, path, json=json, params=params, headers=headers
                 )
             except RETRYABLE_TRANSPORT_ERRORS as error:
                 problem = f"{type(error).__name__}: {error}"
             except httpx.HTTPError as error:
                 raise WicksonError(f"request failed: {type(error).__name__}: {error}") from error
             else:
-                if response.status_code == 200:
-                    return _batch_result(batch, response, failures, waits, waited)
+                if response.status_code in ok:
+                    return Answer(response, failures, waits, waited)
                 refusal = _api_error(response)
                 retry_after = parse_retry_after(response.headers.get(RETRY_AFTER_HEADER))
                 if response.status_code == 429:
-                    # The limit is not a failure: wait as told and send the same batch again.
+                    # The limit is not a failure: wait as told and send the same request again.
                     waits += 1
                     if self.max_rate_limit_waits is not None and waits > self.max_rate_limit_waits:
                         raise RetriesExhausted(failures + waits, str(refusal))
@@ -336,10 +373,10 @@ class WicksonClient:
                     waited += self._wait(delay, why, on_wait)
                     continue
                 if refusal.code == ErrorCode.IDEMPOTENCY_KEY_IN_USE:
-                    # The first send of this batch is still at work, or its server died after
-                    # deciding it (the server then answers 409 until the operation is older
-                    # than its RECONCILE_GRACE_SECONDS, 60 by default): poll as told, for up
-                    # to `in_use_timeout` seconds, and get the decided answer replayed.
+                    # The first send of this request is still at work, or its server died
+                    # after deciding it (the server then answers 409 until the operation is
+                    # older than its RECONCILE_GRACE_SECONDS, 60 by default): poll as told, for
+                    # up to `in_use_timeout` seconds, and get the decided answer replayed.
                     if in_use_waited >= self.in_use_timeout:
                         raise RetriesExhausted(failures + in_use_polls + 1, str(refusal))
                     in_use_polls += 1
@@ -410,9 +447,8 @@ def _api_error(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, f"HTTP_{response.status_code}", text)
 
 
-def _batch_result(
-    batch: Batch, response: httpx.Response, failures: int, waits: int, waited: float
-) -> BatchResult:
+def _batch_result(batch: Batch, answer: Answer) -> BatchResult:
+    response = answer.response
     body = _json(response)
     try:
         data = body["data"]
@@ -425,10 +461,10 @@ def _batch_result(
             ld_vectors=int(deleted["ld_vectors"]),
             operation_id=str(body["metadata"]["operation_id"]),
             cleanup_pending=tuple(str(i) for i in deleted.get("cleanup_pending", [])),
-            replayed=response.headers.get(REPLAYED_HEADER) == "true",
-            attempts=failures,
-            rate_limit_waits=waits,
-            waited_seconds=waited,
+            replayed=answer.replayed,
+            attempts=answer.failures,
+            rate_limit_waits=answer.waits,
+            waited_seconds=answer.waited,
         )
     except (TypeError, KeyError, ValueError, AttributeError) as error:
         raise ProtocolError(
