@@ -12,10 +12,13 @@ __all__ = [
     "API_KEY_HEADER",
     "BATCH_PATH",
     "DEFAULT_MAX_BATCH_SIZE",
+    "DELETION_JOBS_PATH",
     "ErrorCode",
     "FAILURE_REASONS",
     "FailureReason",
     "IDEMPOTENCY_KEY_HEADER",
+    "JOB_STATUSES",
+    "JobStatus",
     "MEDIA_ID_PATTERN",
     "MEDIA_ID_RULE",
     "OPERATION_STATUSES",
@@ -32,6 +35,7 @@ __all__ = [
 # --- paths and headers ------------------------------------------------------------------
 
 BATCH_PATH = "/v1/media/batch"
+DELETION_JOBS_PATH = "/v1/deletion-jobs"
 API_KEY_HEADER = "X-Api-Key"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -99,6 +103,9 @@ class ErrorCode:
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
     PROCESSING_ERROR = "PROCESSING_ERROR"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INVALID_SELECTION = "INVALID_SELECTION"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    JOB_FINISHED = "JOB_FINISHED"
 
 
 class FailureReason:
@@ -124,4 +131,23 @@ OPERATION_STATUSES = (
     OperationStatus.COMPLETED,
     OperationStatus.IN_PROGRESS,
     OperationStatus.INTERRUPTED,
+)
+
+
+class JobStatus:
+    """Where a deletion job stands (DESIGN.md section 9): queued -> processing -> an end."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"  # every manifest id is reported; some may have failed
+    CANCELLED = "cancelled"  # stopped between chunks; what was deleted stays deleted
+    REJECTED = "rejected"  # ended before deleting anything, with an error
+
+
+JOB_STATUSES = (
+    JobStatus.QUEUED,
+    JobStatus.PROCESSING,
+    JobStatus.DONE,
+    JobStatus.CANCELLED,
+    JobStatus.REJECTED,
 )
