@@ -208,7 +208,7 @@ class FakeJobServer:
     items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     listed: list[dict[str, Any]] = field(default_factory=list)
     page_size: int = 2
-    script: list[httpx.Response | Exception | None] = field(default_factory=list)
+    script: list[httpx.Response | BaseException | None] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     started: dict[str, str] = field(default_factory=dict)  # Idempotency-Key -> job id
     lose_answers: int = 0
@@ -223,7 +223,7 @@ class FakeJobServer:
     def _answer(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         scripted = self.script.pop(0) if self.script else None
-        if isinstance(scripted, Exception):
+        if isinstance(scripted, BaseException):
             raise scripted
         if scripted is not None:
             return scripted
