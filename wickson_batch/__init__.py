@@ -34,6 +34,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise
     if settings.reconciler_enabled:
         held.start_reconciler(settings)
+    if settings.job_runner_enabled:
+        held.start_job_runner(settings)
+    if settings.reconciler_enabled or settings.job_runner_enabled:
         import atexit
 
         atexit.register(held.close)

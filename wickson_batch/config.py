@@ -92,6 +92,18 @@ class Settings:
     reconciler_enabled: bool = True
     reconcile_interval_seconds: float = 10.0
     reconcile_grace_seconds: float = 60.0
+    # The deletion-job runner (DESIGN section 9), a thread beside the reconciler: ids per
+    # chunk (one operation each), the most media a selection may resolve to, the media
+    # deleted per second at most (so batch requests keep their latency), how long a runner's
+    # lease on a job lasts unrenewed (then another runner takes the job over), how often an
+    # idle runner looks for work, and the most point ids per vector-store call.
+    job_runner_enabled: bool = True
+    job_chunk_size: int = 500
+    job_max_media: int = 10_000_000
+    job_max_media_per_second: float = 20_000.0
+    job_lease_seconds: float = 30.0
+    job_poll_interval_seconds: float = 1.0
+    job_points_per_call: int = 1_000
     # How long opening the embedded vector store waits for another process to let it go:
     # 0 refuses at once (the console script while the server runs). gunicorn.conf.py sets
     # it past graceful_timeout, so that a reload's new worker outwaits the old one.
@@ -126,6 +138,7 @@ class Settings:
 TESTING_DEFAULTS: dict[str, Any] = {
     "testing": True,
     "reconciler_enabled": False,
+    "job_runner_enabled": False,
     "hd_dim": 8,
     "ld_dim": 4,
     "log_level": "WARNING",
@@ -225,6 +238,9 @@ def _validate(settings: Settings) -> None:
         "qdrant_timeout_seconds",
         "db_lock_timeout_ms",
         "db_statement_timeout_ms",
+        "job_chunk_size",
+        "job_max_media",
+        "job_points_per_call",
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key.upper()} must be at least 1, got {getattr(settings, key)}")
@@ -238,6 +254,9 @@ def _validate(settings: Settings) -> None:
             "QDRANT_WRITE_CONSISTENCY_FACTOR must be between 1 and QDRANT_REPLICATION_FACTOR "
             f"({settings.qdrant_replication_factor or 1}), got {factor}"
         )
+    for key in ("job_max_media_per_second", "job_lease_seconds", "job_poll_interval_seconds"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{key.upper()} must be more than 0, got {getattr(settings, key)}")
     if settings.ratelimit_storage_timeout_seconds <= 0:
         raise ConfigError(
             "RATELIMIT_STORAGE_TIMEOUT_SECONDS must be more than 0, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -142,3 +142,58 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
+
+
+class DeletionJob(Base):
+    """A background deletion of a selection, chunk by chunk (DESIGN section 9).
+
+    The runner that holds the lease (`lease_holder` until `lease_expires_at`) is the only
+    one that may change it; a lease not renewed in time is taken over by another runner.
+    """
+
+    __tablename__ = "deletion_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    selection: Mapped[list[Any]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    cascade: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Null until the manifest is resolved; fixed from then on.
+    total: Mapped[int | None] = mapped_column(Integer)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    hd_vectors: Mapped[int] = mapped_column(Integer, default=0)
+    ld_vectors: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_holder: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        # The owner's jobs, newest first (the listing's keyset).
+        Index("ix_deletion_jobs_owner_created", "owner", "created_at", "id"),
+        # The runnable ones, oldest first (the runner's claim).
+        Index("ix_deletion_jobs_status_created", "status", "created_at"),
+    )
+
+
+class DeletionJobItem(Base):
+    """One id of a job's manifest, in the order it was resolved, and its outcome."""
+
+    __tablename__ = "deletion_job_items"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    operation_id: Mapped[str | None] = mapped_column(String(64))
+
+    # The next chunk (pending, by position) and a page of outcomes (by status, by position).
+    __table_args__ = (Index("ix_deletion_job_items_status", "job_id", "status", "position"),)

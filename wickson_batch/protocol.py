@@ -12,11 +12,14 @@ __all__ = [
     "API_KEY_HEADER",
     "BATCH_PATH",
     "DEFAULT_MAX_BATCH_SIZE",
-    "DELETION_JOBS_PATH",
     "ErrorCode",
     "FAILURE_REASONS",
+    "FINISHED_JOB_STATUSES",
     "FailureReason",
     "IDEMPOTENCY_KEY_HEADER",
+    "ITEM_STATUSES",
+    "ItemStatus",
+    "JOBS_PATH",
     "JOB_STATUSES",
     "JobStatus",
     "MEDIA_ID_PATTERN",
@@ -35,7 +38,7 @@ __all__ = [
 # --- paths and headers ------------------------------------------------------------------
 
 BATCH_PATH = "/v1/media/batch"
-DELETION_JOBS_PATH = "/v1/deletion-jobs"
+JOBS_PATH = "/v1/deletion-jobs"
 API_KEY_HEADER = "X-Api-Key"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -96,6 +99,10 @@ class ErrorCode:
     OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
     IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    JOB_FINISHED = "JOB_FINISHED"
+    # A job's `error.code` when it was rejected before deleting anything.
+    JOB_TOO_LARGE = "JOB_TOO_LARGE"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
@@ -103,9 +110,6 @@ class ErrorCode:
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
     PROCESSING_ERROR = "PROCESSING_ERROR"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
-    INVALID_SELECTION = "INVALID_SELECTION"
-    JOB_NOT_FOUND = "JOB_NOT_FOUND"
-    JOB_FINISHED = "JOB_FINISHED"
 
 
 class FailureReason:
@@ -135,13 +139,13 @@ OPERATION_STATUSES = (
 
 
 class JobStatus:
-    """Where a deletion job stands (DESIGN.md section 9): queued -> processing -> an end."""
+    """Where a deletion job stands (`GET /v1/deletion-jobs/<id>`)."""
 
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    DONE = "done"  # every manifest id is reported; some may have failed
-    CANCELLED = "cancelled"  # stopped between chunks; what was deleted stays deleted
-    REJECTED = "rejected"  # ended before deleting anything, with an error
+    QUEUED = "queued"  # accepted; its selection is not resolved yet
+    PROCESSING = "processing"  # its manifest is fixed; chunks are being deleted
+    DONE = "done"  # every manifest id was deleted or failed
+    CANCELLED = "cancelled"  # stopped on request between chunks; the deletions stand
+    REJECTED = "rejected"  # ended before deleting anything; `error` says why
 
 
 JOB_STATUSES = (
@@ -151,3 +155,17 @@ JOB_STATUSES = (
     JobStatus.CANCELLED,
     JobStatus.REJECTED,
 )
+# The statuses a job never leaves.
+FINISHED_JOB_STATUSES = frozenset({JobStatus.DONE, JobStatus.CANCELLED, JobStatus.REJECTED})
+
+
+class ItemStatus:
+    """The outcome of one manifest id of a job (`GET /v1/deletion-jobs/<id>/items`)."""
+
+    PENDING = "pending"  # not reached yet (never listed as an outcome)
+    DELETED = "deleted"
+    FAILED = "failed"  # with a FailureReason
+
+
+# The statuses `?status=` of the items route accepts: the outcomes.
+ITEM_STATUSES = (ItemStatus.DELETED, ItemStatus.FAILED)

@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .. import logs
 from ..config import Settings
 from ..services.stores import Stores
-from . import docs, errors, health, media, metrics, openapi, operations, ratelimits
+from . import docs, errors, health, jobs, media, metrics, openapi, operations, ratelimits
 from .context import SETTINGS_EXTENSION, STORES_EXTENSION
 
 __all__ = ["build_api"]
@@ -45,6 +45,7 @@ def build_api(settings: Settings, held: Stores) -> Flask:
     app.url_map.converters["media_id"] = media.MediaIdConverter
     app.register_blueprint(media.bp)
     app.register_blueprint(operations.bp)
+    app.register_blueprint(jobs.bp)
     for unlimited in (health.bp, openapi.bp, docs.bp):
         app.register_blueprint(unlimited)
         limiter.exempt(unlimited)

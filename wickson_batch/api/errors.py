@@ -16,7 +16,10 @@ from ..services.errors import (
     DecisionUnknown,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    InvalidCursor,
     InvalidVectors,
+    JobFinished,
+    JobNotFound,
     MediaNotFound,
     OperationNotFound,
 )
@@ -85,6 +88,16 @@ class MediaNotFoundError(ApiError):
 class OperationNotFoundError(ApiError):
     status = 404
     code = ErrorCode.OPERATION_NOT_FOUND
+
+
+class JobNotFoundError(ApiError):
+    status = 404
+    code = ErrorCode.JOB_NOT_FOUND
+
+
+class JobFinishedError(ApiError):
+    status = 409
+    code = ErrorCode.JOB_FINISHED
 
 
 class IdempotencyKeyInUseError(ApiError):
@@ -206,6 +219,22 @@ def _operation_not_found(error: OperationNotFound) -> ApiError:
     return OperationNotFoundError(f"Operation {error.operation_id[:128]} not found")
 
 
+def _job_not_found(error: JobNotFound) -> ApiError:
+    return JobNotFoundError(f"Deletion job {error.job_id[:128]} not found")
+
+
+def _job_finished(error: JobFinished) -> ApiError:
+    return JobFinishedError(
+        f"Deletion job {error.job_id} has already ended ({error.status}): there is nothing "
+        "to cancel",
+        {"status": error.status},
+    )
+
+
+def _invalid_cursor(error: InvalidCursor) -> ApiError:
+    return InvalidRequest(str(error), {"parameter": error.field})
+
+
 def _invalid_vectors(error: InvalidVectors) -> ApiError:
     return InvalidRequest(str(error), {"field": error.field})
 
@@ -231,6 +260,9 @@ def _key_reused(_error: IdempotencyKeyReused) -> ApiError:
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     MediaNotFound: _media_not_found,
     OperationNotFound: _operation_not_found,
+    JobNotFound: _job_not_found,
+    JobFinished: _job_finished,
+    InvalidCursor: _invalid_cursor,
     InvalidVectors: _invalid_vectors,
     IdempotencyKeyInUse: _key_in_use,
     IdempotencyKeyReused: _key_reused,

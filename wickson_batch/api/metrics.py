@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests by route, batch outcomes, pending cleanup; GET /metrics."""
+"""Prometheus metrics: requests by route, batch and job outcomes, pending cleanup; GET /metrics."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ..db import DatabaseUnavailable
 from ..logs import route_template
 from ..services.cleanup import pending_cleanup_count
 from ..services.deletion import BatchOutcome
+from ..services.jobs import count_by_status
 from ..services.stores import Stores
 from ..vectors.base import SPACES
 from .context import stores
@@ -111,6 +112,29 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.job_media_deleted = Counter(
+            "wickson_job_media_deleted",
+            "Media records deleted by deletion jobs",
+            registry=registry,
+        )
+        self.job_media_failed = Counter(
+            "wickson_job_media_failed",
+            "Manifest ids of deletion jobs reported failed (NOT_FOUND)",
+            registry=registry,
+        )
+        self.job_chunk_seconds = Histogram(
+            "wickson_job_chunk_seconds",
+            "Time to delete one chunk of a deletion job (its decision and its points)",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.job_throughput = Gauge(
+            "wickson_job_throughput_media_per_second",
+            "Media per second of the chunk each job runner finished last, throttling included "
+            "(0 when idle)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         for space in SPACES:  # present from the first scrape, at 0
             self.vectors_deleted.labels(space=space)
 
@@ -124,6 +148,23 @@ class Metrics:
         for reason in outcome.failed.values():
             self.failures.labels(reason=reason).inc()
         self.cleanup_deferred.inc(len(outcome.cleanup_pending))
+
+    def observe_chunk(
+        self, job_id: str, outcome: BatchOutcome | None, work: float, cycle: float
+    ) -> None:
+        """Count a chunk a deletion job finished: `work` seconds, `cycle` with its throttle.
+
+        None: the runner's job ended; its throughput is 0 until the next chunk.
+        """
+        del job_id  # not a label: one series per job would grow without bound
+        if outcome is None:
+            self.job_throughput.set(0)
+            return
+        done = len(outcome.deleted) + len(outcome.failed)
+        self.job_media_deleted.inc(len(outcome.deleted))
+        self.job_media_failed.inc(len(outcome.failed))
+        self.job_chunk_seconds.observe(work)
+        self.job_throughput.set(done / cycle if cycle > 0 else 0)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request."""
@@ -152,6 +193,31 @@ class PendingCleanupCollector(Collector):
 
     def describe(self) -> list[Any]:
         return []  # no query at registration time
+
+
+class JobsCollector(Collector):
+    """Reads the number of deletion jobs in each status from the database at scrape time."""
+
+    def __init__(self, held: Stores) -> None:
+        self.held = held
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = count_by_status(self.held.db)
+        except DatabaseUnavailable as error:
+            log.warning("metrics.jobs_unavailable", error=str(error))
+            return
+        family = GaugeMetricFamily(
+            "wickson_deletion_jobs",
+            "Deletion jobs by status (read from the database)",
+            labels=["status"],
+        )
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family
+
+    def describe(self) -> list[Any]:
+        return []
 
 
 def multiprocess_mode() -> bool:
@@ -186,6 +252,7 @@ def _scrape_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(PendingCleanupCollector(stores()))
+    registry.register(JobsCollector(stores()))
     return registry
 
 
@@ -198,9 +265,12 @@ def scrape() -> Response:
 def init_app(app: Flask, settings: Settings, held: Stores) -> None:
     """Create this app's metrics, count every request, and serve GET /metrics (if enabled)."""
     registry = CollectorRegistry()
-    app.extensions[EXTENSION] = Metrics(registry)
+    metrics = Metrics(registry)
+    app.extensions[EXTENSION] = metrics
+    held.chunk_observers.append(metrics.observe_chunk)
     if not multiprocess_mode():
         registry.register(PendingCleanupCollector(held))
+        registry.register(JobsCollector(held))
     app.before_request(_start_timer)
     app.after_request(_count_request)
     if settings.metrics_enabled:

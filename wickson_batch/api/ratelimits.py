@@ -18,6 +18,7 @@ from redis import Redis
 
 from ..config import REDIS_SCHEMES
 from ..protocol import RETRY_AFTER_HEADER as RETRY_AFTER
+from ..protocol import ErrorCode
 from .auth import LIMITER_EXTENSION, quiet_principal
 from .context import settings
 from .errors import UNAVAILABLE_RETRY_AFTER_SECONDS
@@ -64,12 +65,19 @@ def rate_limit_for_request() -> str:
     return settings().rate_limit_default
 
 
+def _error_code(response: Response) -> str | None:
+    payload = response.get_json(silent=True) if response.is_json else None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
 def _tidy_retry_after(response: Response) -> Response:
     # The one place that decides Retry-After. flask-limiter sets it on every limited response
     # and it can reach 0 at a window's edge: keep it only on 429s, and never below one second
-    # there. A 409 (the Idempotency-Key's first request is still running) asks for a retry in
-    # one second; every 503, whoever made it, in UNAVAILABLE_RETRY_AFTER_SECONDS.
-    if response.status_code == 409:
+    # there. A 409 IDEMPOTENCY_KEY_IN_USE (the key's first request is still running) asks for
+    # a retry in one second (a 409 JOB_FINISHED asks for none: a retry cannot succeed); every
+    # 503, whoever made it, in UNAVAILABLE_RETRY_AFTER_SECONDS.
+    if response.status_code == 409 and _error_code(response) == ErrorCode.IDEMPOTENCY_KEY_IN_USE:
         response.headers[RETRY_AFTER] = "1"
     elif response.status_code == 503:
         response.headers[RETRY_AFTER] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)

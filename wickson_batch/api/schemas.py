@@ -9,6 +9,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from ..protocol import (
     FAILURE_REASONS,
+    ITEM_STATUSES,
+    JOB_STATUSES,
     MEDIA_ID_PATTERN,
     MEDIA_ID_RULE,
     OPERATION_STATUSES,
@@ -161,6 +163,35 @@ class SearchRequest(StrictSchema):
     limit = JsonInteger(load_default=10, validate=validate.Range(min=1, max=100))
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean, and nothing marshmallow would take for one ("yes", 1)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
+
+
+class CreateJobRequest(StrictSchema):
+    selection = fields.Raw(
+        required=True,
+        metadata={
+            "type": "array",
+            "description": (
+                "What to delete: an array whose items are media ids or selection objects "
+                "(DESIGN section 9; docs/api.md, Deletion jobs)"
+            ),
+        },
+    )
+    reason = text_field(
+        MAX_REASON, metadata={"description": "Why; stored with the job and each chunk's operation"}
+    )
+    cascade = StrictBoolean(
+        load_default=False,
+        metadata={"description": "Must be false for now: cascading deletes are not offered yet"},
+    )
+
+
 # --- responses --------------------------------------------------------------------------
 
 
@@ -287,3 +318,98 @@ class ErrorResponse(Schema):
     success = fields.Boolean(required=True, metadata={"enum": [False]})
     message = fields.String(required=True)
     error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class JobProgressSchema(Schema):
+    total = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Manifest size; null until the selection is resolved"},
+    )
+    remaining = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "total - deleted - failed"}
+    )
+    deleted = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    hd_vectors = fields.Integer(
+        required=True, metadata={"description": "Points of the deleted media, HD space"}
+    )
+    ld_vectors = fields.Integer(
+        required=True, metadata={"description": "Points of the deleted media, LD space"}
+    )
+
+
+class JobErrorSchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class JobSchema(Schema):
+    job_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": list(JOB_STATUSES)})
+    reason = fields.String(required=True, allow_none=True)
+    cascade = fields.Boolean(required=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, metadata={"format": "date-time"})
+    finished_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    progress = fields.Nested(JobProgressSchema, required=True)
+    error = fields.Nested(
+        JobErrorSchema, metadata={"description": "Present on a rejected job: why it was"}
+    )
+
+
+class JobResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(JobSchema, required=True)
+
+
+class JobPageSchema(Schema):
+    items = fields.List(fields.Nested(JobSchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class JobListResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(JobPageSchema, required=True)
+
+
+class JobItemSchema(Schema):
+    media_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": list(ITEM_STATUSES)})
+    reason = fields.String(
+        metadata={"enum": list(FAILURE_REASONS), "description": "Present on a failed item"}
+    )
+    operation_id = fields.String(
+        required=True, metadata={"description": "The chunk's operation (GET /v1/operations/<id>)"}
+    )
+
+
+class JobItemPageSchema(Schema):
+    items = fields.List(fields.Nested(JobItemSchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class JobItemsResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(JobItemPageSchema, required=True)
+
+
+class JobPreviewSchema(Schema):
+    total = fields.Integer(required=True, metadata={"description": "Media that would be deleted"})
+    hd_vectors = fields.Integer(required=True)
+    ld_vectors = fields.Integer(required=True)
+    sample = fields.List(
+        fields.String(), required=True, metadata={"description": "The first 20 of them"}
+    )
+
+
+class JobPreviewMetadataSchema(Schema):
+    dry_run = fields.Boolean(required=True, metadata={"enum": [True]})
+
+
+class JobPreviewResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(JobPreviewSchema, required=True)
+    metadata = fields.Nested(JobPreviewMetadataSchema, required=True)

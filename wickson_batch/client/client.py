@@ -22,8 +22,9 @@ import httpx
 from ..protocol import (
     API_KEY_HEADER,
     BATCH_PATH,
-    DELETION_JOBS_PATH,
     IDEMPOTENCY_KEY_HEADER,
+    ITEM_STATUSES,
+    JOBS_PATH,
     MEDIA_ID_RULE,
     REPLAYED_HEADER,
     RETRY_AFTER_HEADER,
@@ -33,7 +34,6 @@ from ..protocol import (
 )
 from ..protocol import DEFAULT_MAX_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from .jobs import (
-    ITEM_STATUSES,
     DeletionJob,
     JobItem,
     JobPreview,
@@ -391,13 +391,13 @@ class WicksonClient:
         if dry_run:
             headers = {IDEMPOTENCY_KEY_HEADER: idempotency_key} if idempotency_key else {}
             answer = self._send(
-                "POST", DELETION_JOBS_PATH, json=body, params={"dry_run": "true"}, headers=headers
+                "POST", JOBS_PATH, json=body, params={"dry_run": "true"}, headers=headers
             )
             return _parsed("a dry run", answer, parse_preview)
         key = idempotency_key or str(uuid.uuid4())
         answer = self._send(
             "POST",
-            DELETION_JOBS_PATH,
+            JOBS_PATH,
             ok=(200, 202),
             json=body,
             headers={IDEMPOTENCY_KEY_HEADER: key},
@@ -411,7 +411,7 @@ class WicksonClient:
 
     def list_deletion_jobs(self, *, page_size: int | None = None) -> Iterator[DeletionJob]:
         """Yield every job of the key's owner, newest first, fetching page after page."""
-        for entry in self._pages(DELETION_JOBS_PATH, {}, page_size):
+        for entry in self._pages(JOBS_PATH, {}, page_size):
             yield _parsed_entry("a job", entry, parse_job)
 
     def cancel_deletion_job(self, job_id: str) -> DeletionJob:
@@ -616,7 +616,7 @@ def _parsed_entry(what: str, entry: Any, parse: Callable[[Any], T]) -> T:
 
 def _job_path(job_id: str) -> str:
     # Quoted whole: an id holding `/` or `..` names no other route.
-    return f"{DELETION_JOBS_PATH}/{quote(job_id, safe='')}"
+    return f"{JOBS_PATH}/{quote(job_id, safe='')}"
 
 
 def _selection_body(selection: Selection) -> list[Any]:

@@ -11,17 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..protocol import JobStatus
+from ..protocol import FINISHED_JOB_STATUSES
 
 # A selection as DESIGN.md section 9 has it: media ids and objects with `exclude`.
 Selection = Sequence[str | Mapping[str, Any]]
-
-FINISHED_JOB_STATUSES = frozenset({JobStatus.DONE, JobStatus.CANCELLED, JobStatus.REJECTED})
-
-# The outcomes `GET /v1/deletion-jobs/<id>/items?status=` filters on.
-ITEM_DELETED = "deleted"
-ITEM_FAILED = "failed"
-ITEM_STATUSES = (ITEM_DELETED, ITEM_FAILED)
 
 
 @dataclass(frozen=True)
@@ -75,7 +68,7 @@ class JobItem:
     """One manifest id's outcome in a job."""
 
     media_id: str
-    status: str  # ITEM_DELETED or ITEM_FAILED
+    status: str  # ItemStatus.DELETED or ItemStatus.FAILED
     reason: str | None  # why it failed, e.g. NOT_FOUND
     operation_id: str | None  # the chunk's operation
 

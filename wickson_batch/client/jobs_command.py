@@ -19,11 +19,11 @@ import click
 import httpx
 from tqdm import tqdm
 
-from ..protocol import MEDIA_ID_RULE, JobStatus, Scope, is_media_id
+from ..protocol import MEDIA_ID_RULE, ItemStatus, JobStatus, Scope, is_media_id
 from .client import ApiError, WicksonClient, WicksonError
 from .command_options import api_key_option, url_option
 from .delete_command import EXIT_FAILED_IDS, EXIT_INTERRUPTED, EXIT_STOPPED, parse_ids
-from .jobs import ITEM_DELETED, ITEM_FAILED, DeletionJob, JobPreview
+from .jobs import DeletionJob, JobPreview
 
 EXIT_CANCELLED = 4
 EXIT_REJECTED = 5
@@ -445,8 +445,8 @@ def cancel(url: str, api_key: str, job_id: str) -> None:
 @jobs.command()
 @url_option
 @api_key_option(Scope.READ)
-@click.option("--failed", "only", flag_value=ITEM_FAILED, help="Only the media that failed.")
-@click.option("--deleted", "only", flag_value=ITEM_DELETED, help="Only the media deleted.")
+@click.option("--failed", "only", flag_value=ItemStatus.FAILED, help="Only the media that failed.")
+@click.option("--deleted", "only", flag_value=ItemStatus.DELETED, help="Only the media deleted.")
 @click.argument("job_id")
 def items(url: str, api_key: str, only: str | None, job_id: str) -> None:
     """Print each media's outcome in job JOB_ID, one JSON object a line.

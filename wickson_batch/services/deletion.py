@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..db import Database, DatabaseUnavailable, connection_lost
 from ..models import CleanupTask, IdempotencyKey, Media, MediaState, Operation, utcnow
@@ -52,6 +53,12 @@ class IdempotencyClaim:
     api_key_id: int
     key: str
     request_hash: str
+
+
+# Called inside the deciding transaction, after the rows are deleted and before the commit,
+# with the session and the outcome decided so far: whatever it writes commits (or fails)
+# together with the deletion. A job records its chunk's item outcomes this way.
+DecisionHook = Callable[[Session, "BatchOutcome"], None]
 
 
 @dataclass(slots=True)
@@ -103,8 +110,50 @@ def _stored_result(outcome: BatchOutcome) -> dict[str, Any]:
     }
 
 
-class _KeyTaken(Exception):
+class KeyTaken(Exception):
     """Another request claimed the same Idempotency-Key first."""
+
+
+def claim_key(session: Session, claim: IdempotencyClaim, target_id: str, now: datetime) -> None:
+    """Claim `claim`'s key for `target_id` (an operation or a job) in `session`'s transaction.
+
+    An expired claim of the same key is dropped first; a live one raises KeyTaken.
+    """
+    owned_key = (IdempotencyKey.api_key_id == claim.api_key_id) & (IdempotencyKey.key == claim.key)
+    expired = IdempotencyKey.created_at <= now - IDEMPOTENCY_WINDOW
+    session.execute(delete(IdempotencyKey).where(owned_key, expired))
+    try:
+        session.execute(
+            insert(IdempotencyKey).values(
+                api_key_id=claim.api_key_id,
+                key=claim.key,
+                request_hash=claim.request_hash,
+                operation_id=target_id,
+                created_at=now,
+            )
+        )
+    except IntegrityError:  # the transaction is spoilt: the caller's block rolls it back
+        raise KeyTaken from None
+
+
+def claimed_target(session: Session, claim: IdempotencyClaim, now: datetime) -> str | None:
+    """Return what `claim`'s key was first used for (an operation or job id), None if unused.
+
+    The same key with another request (another body, or another route's) raises
+    IdempotencyKeyReused.
+    """
+    row = session.execute(
+        select(IdempotencyKey.request_hash, IdempotencyKey.operation_id).where(
+            IdempotencyKey.api_key_id == claim.api_key_id,
+            IdempotencyKey.key == claim.key,
+            IdempotencyKey.created_at > now - IDEMPOTENCY_WINDOW,
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != claim.request_hash:
+        raise IdempotencyKeyReused(claim.key)
+    return str(row.operation_id)
 
 
 def _decide(
@@ -116,6 +165,7 @@ def _decide(
     media_ids: Sequence[str],
     claim: IdempotencyClaim | None,
     started: float,
+    on_decided: DecisionHook | None = None,
 ) -> None:
     """Step 1: in one transaction, claim the key, delete the live rows, queue their cleanup."""
     now = outcome.timestamp
@@ -129,23 +179,7 @@ def _decide(
         if claim is not None:
             # First in the transaction: a concurrent request with the same key waits on
             # this row and fails here, before it has deleted anything.
-            owned_key = (IdempotencyKey.api_key_id == claim.api_key_id) & (
-                IdempotencyKey.key == claim.key
-            )
-            expired = IdempotencyKey.created_at <= now - IDEMPOTENCY_WINDOW
-            session.execute(delete(IdempotencyKey).where(owned_key, expired))
-            try:
-                session.execute(
-                    insert(IdempotencyKey).values(
-                        api_key_id=claim.api_key_id,
-                        key=claim.key,
-                        request_hash=claim.request_hash,
-                        operation_id=outcome.operation_id,
-                        created_at=now,
-                    )
-                )
-            except IntegrityError:
-                raise _KeyTaken from None
+            claim_key(session, claim, outcome.operation_id, now)
         statement = (
             delete(Media)
             .where(Media.id.in_(media_ids), Media.owner == owner, Media.state == MediaState.LIVE)
@@ -172,6 +206,8 @@ def _decide(
                 result=_stored_result(outcome),
             )
         )
+        if on_decided is not None:
+            on_decided(session, outcome)
         uow.commit()
 
 
@@ -279,19 +315,11 @@ def _replay(
 ) -> BatchOutcome | None:
     """Return the first answer given for this key, or None if the key is new."""
     with db.unit_of_work() as uow:
-        row = uow.session.execute(
-            select(IdempotencyKey, Operation)
-            .join(Operation, Operation.id == IdempotencyKey.operation_id)
-            .where(
-                IdempotencyKey.api_key_id == claim.api_key_id,
-                IdempotencyKey.key == claim.key,
-                IdempotencyKey.created_at > now - IDEMPOTENCY_WINDOW,
-            )
-        ).first()
-        if row is None:
+        operation_id = claimed_target(uow.session, claim, now)
+        if operation_id is None:
             return None
-        key, operation = row
-        if key.request_hash != claim.request_hash:
+        operation = uow.session.get(Operation, operation_id)
+        if operation is None:  # pragma: no cover - the hash matched, so it is a batch's key
             raise IdempotencyKeyReused(claim.key)
         outcome = _outcome_of(uow.session, operation, now, in_flight)
     if outcome.status == OperationStatus.IN_PROGRESS:
@@ -311,12 +339,18 @@ def delete_batch(
     idempotency_key: str | None = None,
     in_flight: timedelta = timedelta(seconds=60),
     clock: Callable[[], datetime] = utcnow,
+    on_decided: DecisionHook | None = None,
+    max_points_per_call: int | None = None,
+    log_fields: dict[str, Any] | None = None,
 ) -> BatchOutcome:
     """Delete the caller's media among `media_ids` (unique, in request order) and their points.
 
     With an `idempotency_key` (scoped to `api_key_id`), a repeat of the same request replays
     the first answer instead of deleting again. `in_flight` is how long a request may take:
     an operation still running after that is reported as interrupted, not in progress.
+    `on_decided` writes into the deciding transaction (see DecisionHook); the points go in
+    calls of at most `max_points_per_call` ids (None: one call per collection); its log
+    line carries `log_fields` too (a job's chunk names its job).
     """
     started = time.perf_counter()
     now = clock()
@@ -341,8 +375,9 @@ def delete_batch(
             media_ids=media_ids,
             claim=claim,
             started=started,
+            on_decided=on_decided,
         )
-    except _KeyTaken:
+    except KeyTaken:
         assert claim is not None
         # A concurrent request with the same key decided first: answer as a retry would.
         replayed = _replay(db, claim, clock(), in_flight)
@@ -351,7 +386,7 @@ def delete_batch(
         _log(replayed, owner, len(media_ids))
         return replayed
     if outcome.deleted:
-        errors = remove_points(vectors, outcome.deleted)
+        errors = remove_points(vectors, outcome.deleted, max_points_per_call)
         for space in SPACES:
             if errors[space] is None:
                 outcome.vectors_removed[space] = sum(item.count(space) for item in outcome.deleted)
@@ -360,7 +395,7 @@ def delete_batch(
         outcome.status = OperationStatus.COMPLETED
         outcome.processing_time_ms = _elapsed_ms(started)
         _finish(db, outcome)
-    _log(outcome, owner, len(media_ids))
+    _log(outcome, owner, len(media_ids), **(log_fields or {}))
     return outcome
 
 
@@ -414,8 +449,8 @@ def get_operation(
         return _outcome_of(uow.session, operation, clock(), in_flight)
 
 
-def _log(outcome: BatchOutcome, owner: str, requested: int) -> None:
-    event = "media.batch_delete"
+def _log(outcome: BatchOutcome, owner: str, requested: int, **fields: Any) -> None:
+    event = "job.chunk" if "job_id" in fields else "media.batch_delete"
     if outcome.dry_run:
         event = "media.batch_dry_run"
     elif outcome.replayed:
@@ -432,4 +467,5 @@ def _log(outcome: BatchOutcome, owner: str, requested: int) -> None:
         cleanup_pending=len(outcome.cleanup_pending),
         reason=outcome.reason,
         processing_time_ms=outcome.processing_time_ms,
+        **fields,
     )

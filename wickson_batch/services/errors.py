@@ -55,3 +55,28 @@ class DecisionUnknown(DatabaseUnavailable):
     def __init__(self, operation_id: str) -> None:
         super().__init__(f"the outcome of operation {operation_id} is unknown")
         self.operation_id = operation_id
+
+
+class JobNotFound(DomainError):
+    """No deletion job with this id belongs to the caller's owner."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Deletion job {job_id} not found")
+        self.job_id = job_id
+
+
+class JobFinished(DomainError):
+    """The deletion job has ended (done, cancelled or rejected): it cannot be cancelled."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"Deletion job {job_id} is already {status}")
+        self.job_id = job_id
+        self.status = status
+
+
+class InvalidCursor(DomainError):
+    """A paging cursor that this listing did not hand out."""
+
+    def __init__(self, field: str = "cursor") -> None:
+        super().__init__(f"Invalid {field}: pass the next_cursor of the previous page unchanged")
+        self.field = field

@@ -75,12 +75,23 @@ def queue_cleanup(
     )
 
 
-def remove_points(vectors: VectorIndex, items: Sequence[MediaPoints]) -> dict[Space, str | None]:
-    """Delete every point of `items`, one call per collection; return each one's error or None."""
+def remove_points(
+    vectors: VectorIndex, items: Sequence[MediaPoints], max_per_call: int | None = None
+) -> dict[Space, str | None]:
+    """Delete every point of `items`, one call per collection; return each one's error or None.
+
+    With `max_per_call`, a collection's points go in calls of at most that many ids: the
+    embedded engine holds the GIL for a whole call, so a large one stalls every request.
+    The first failed call of a collection stops it (the rest stays for the reconciler).
+    """
     errors: dict[Space, str | None] = {}
     for space, ids in points_by_space(items).items():
+        calls = [ids]
+        if max_per_call is not None:
+            calls = [ids[n : n + max_per_call] for n in range(0, len(ids), max_per_call)]
         try:
-            vectors.delete(space, ids)
+            for call in calls:
+                vectors.delete(space, call)
             errors[space] = None
         except Exception as error:  # whatever failed, the deletion already counts in SQL
             log.warning("vectors.delete_failed", space=space, points=len(ids), error=str(error))

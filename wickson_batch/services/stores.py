@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -14,6 +14,8 @@ from ..db import Database
 from ..vectors import build_vector_index
 from ..vectors.base import VectorIndex, VectorStoreLocked
 from .cleanup import Reconciler
+from .job_runner import ChunkObserver, JobRunner, RunnerSettings
+from .jobs import parse_stored_selection
 
 # One file per serving process, `DATA_DIR/run/<pid>.running`, locked while the process
 # lives and removed at a clean stop. One that can be locked by someone else was left by a
@@ -73,6 +75,9 @@ class Stores:
     reconciler: Reconciler | None = None
     marker: str | None = None
     marker_fd: int | None = None
+    job_runner: JobRunner | None = None
+    # Told of every chunk the job runner finishes (the app's metrics register here).
+    chunk_observers: list[ChunkObserver] = field(default_factory=list)
 
     @classmethod
     def open(cls, settings: Settings) -> Stores:
@@ -100,8 +105,30 @@ class Stores:
         )
         self.reconciler.start()
 
+    def start_job_runner(self, settings: Settings) -> None:
+        """Run the deletion-job runner in this process."""
+        self.job_runner = JobRunner(
+            self.db,
+            self.vectors,
+            settings=RunnerSettings(
+                chunk_size=settings.job_chunk_size,
+                max_media=settings.job_max_media,
+                max_media_per_second=settings.job_max_media_per_second,
+                lease_seconds=settings.job_lease_seconds,
+                poll_interval_seconds=settings.job_poll_interval_seconds,
+                points_per_call=settings.job_points_per_call,
+            ),
+            parse=parse_stored_selection,
+            observers=self.chunk_observers,
+        )
+        self.job_runner.start()
+
     def close(self) -> None:
-        """Stop the reconciler, flush and release both stores; a clean stop clears the marker."""
+        """Stop the background threads, flush and release both stores; a clean stop clears
+        the marker."""
+        if self.job_runner is not None:  # first: it may be deleting a chunk's points
+            self.job_runner.stop()
+            self.job_runner = None
         scan_owed = False
         if self.reconciler is not None:
             self.reconciler.stop()
