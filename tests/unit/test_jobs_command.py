@@ -141,6 +141,10 @@ def test_children_with_cascade(server: FakeJobServer) -> None:
         ("null", "null"),
         ("[1]", "[1]"),
         ('"unclosed', '"unclosed'),
+        ('"caf\\u00e9"', "café"),
+        (" 12 ", 12),
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
         ("007", "007"),  # not a JSON number: a string, as written
     ],
 )

@@ -40,26 +40,23 @@ else:
 
 
 def parse_metadata_value(text: str) -> str | int | float | bool:
-    """Type a `metadata.KEY=VALUE` value as the listing's query parameters do.
+    """Type a `metadata.KEY=VALUE` value as the listing's query parameters are typed.
 
-    `true` and `false` are booleans, a JSON number is a number, anything else is the string
-    as written; a value in double quotes is always a string (`"42"` is the string 42).
+    A JSON number, `true`, `false` or a JSON "string" is that value; anything else is the
+    text as it stands (`summer-2025`, `null`, `[1]`, `NaN` are strings). So `year=2025` is
+    the number and `year="2025"` the string: a filter matches only a value of the same kind.
     """
-    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            return text
-        return value if isinstance(value, str) else text
-    if text in ("true", "false"):
-        return text == "true"
     try:
-        number = json.loads(text)
-    except json.JSONDecodeError:
+        value = json.loads(text, parse_constant=_not_json)
+    except ValueError:  # also a number too long to parse: kept as text
         return text
-    if isinstance(number, int | float) and not isinstance(number, bool):
-        return number
+    if isinstance(value, bool | int | float | str):
+        return value
     return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(name)  # NaN, Infinity: JSON has no such numbers
 
 
 def parse_filters(filters: tuple[str, ...]) -> dict[str, Any]:
@@ -342,7 +339,7 @@ def jobs() -> None:
     multiple=True,
     metavar="metadata.KEY=VALUE",
     help="Media whose metadata KEY equals VALUE; repeat for several keys (all must match). "
-    'true/false and numbers are typed, "quoted" values are strings.',
+    'A JSON number, true, false or "string" is typed; other text is a string.',
 )
 @click.option("--created-before", metavar="TIME", help="Media created before TIME (exclusive).")
 @click.option("--created-after", metavar="TIME", help="Media created at or after TIME.")
