@@ -406,7 +406,7 @@ def start(
 
 @jobs.command()
 @url_option
-@api_key_option(Scope.READ)
+@api_key_option(f"{Scope.READ} or {Scope.DELETE}")
 @click.option("--wait", is_flag=True, help="Follow the job to its end (a progress bar on a tty).")
 @poll_option
 @click.argument("job_id")
@@ -441,7 +441,7 @@ def cancel(url: str, api_key: str, job_id: str) -> None:
 
 @jobs.command()
 @url_option
-@api_key_option(Scope.READ)
+@api_key_option(f"{Scope.READ} or {Scope.DELETE}")
 @click.option("--failed", "only", flag_value=ItemStatus.FAILED, help="Only the media that failed.")
 @click.option("--deleted", "only", flag_value=ItemStatus.DELETED, help="Only the media deleted.")
 @click.argument("job_id")
@@ -462,7 +462,7 @@ def items(url: str, api_key: str, only: str | None, job_id: str) -> None:
 
 @jobs.command(name="list")
 @url_option
-@api_key_option(Scope.READ)
+@api_key_option(f"{Scope.READ} or {Scope.DELETE}")
 def list_jobs(url: str, api_key: str) -> None:
     """List the key owner's jobs, newest first: id, status, counts, created, reason."""
     with _requests(url, api_key) as client:
