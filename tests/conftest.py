@@ -23,6 +23,7 @@ from wickson_batch.services import keys
 # `settings_for`, so a second run would repeat the first.
 SERVER_PASS_SKIPS = {
     "tests/integration/test_crash.py": "runs gunicorn on SQLite and reads the SQLite file",
+    "tests/integration/test_job_crash.py": "runs gunicorn on SQLite and reads the SQLite file",
     "tests/integration/test_server.py": "runs gunicorn on the embedded stores, edits SQLite",
     "tests/integration/test_cli.py": "drives the console script on the embedded stores",
     "tests/integration/test_docs_browser.py": "renders /docs from a server on embedded stores",

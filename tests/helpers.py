@@ -6,6 +6,7 @@ error envelope and of what a request changed.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from werkzeug.test import TestResponse
 from tests import servers
 from wickson_batch.api.context import SETTINGS_EXTENSION, STORES_EXTENSION
 from wickson_batch.config import Settings
-from wickson_batch.models import CleanupTask, Media, Operation
+from wickson_batch.models import CleanupTask, DeletionJob, DeletionJobItem, Media, Operation
+from wickson_batch.services.job_runner import JobRunner
 from wickson_batch.services.stores import Stores
 
 # Every API test runs on both vector engines: embedded qdrant-edge, and qdrant-client's
@@ -141,10 +143,32 @@ def snapshot(app: Flask) -> Snapshot:
         media = sorted(tuple(row) for row in rows)
         operations = uow.session.scalar(select(func.count()).select_from(Operation))
         tasks = uow.session.scalar(select(func.count()).select_from(CleanupTask))
+        jobs = uow.session.scalar(select(func.count()).select_from(DeletionJob))
+        items = uow.session.scalar(select(func.count()).select_from(DeletionJobItem))
     return {
         "media": media,
         "operations": operations,
         "cleanup_tasks": tasks,
+        "deletion_jobs": jobs,
+        "deletion_job_items": items,
         "hd_points": held.vectors.count("hd"),
         "ld_points": held.vectors.count("ld"),
     }
+
+
+def job_runner(app: Flask, **settings: Any) -> JobRunner:
+    """Return a deletion-job runner over an app's stores; `settings` override its JOB_* values
+    (lower-case names without the prefix: `chunk_size=10`)."""
+    config = dataclasses.replace(
+        settings_of(app), **{f"job_{name}": value for name, value in settings.items()}
+    )
+    return stores_of(app).make_job_runner(config)
+
+
+def run_jobs(app: Flask, **settings: Any) -> list[str]:
+    """Run every runnable deletion job to its end, here and now; return their ids in order."""
+    runner = job_runner(app, **settings)
+    ran = []
+    while (job_id := runner.run_once()) is not None:
+        ran.append(job_id)
+    return ran

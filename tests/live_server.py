@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from wickson_batch.config import load_settings
+from wickson_batch.services.stores import Stores
+from wickson_batch.vectors.base import SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -129,3 +136,54 @@ class Server:
                 return response.status, json.loads(response.read()), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def sql(tmp_path: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
+    """Read the SQL truth directly (WAL lets us read beside a running server)."""
+    db = sqlite3.connect(tmp_path / "var" / "wickson.db")
+    try:
+        return list(db.execute(query, args))
+    finally:
+        db.close()
+
+
+def check_figures(server: Server) -> dict[str, int]:
+    """Run `wickson-batch check` (server stopped) and return its figures."""
+    result = server.cli("check")
+    assert "Traceback" not in result.stderr, result.stderr
+
+    def number(pattern: str) -> int:
+        found = re.search(pattern, result.stdout)
+        assert found, result.stdout
+        return sum(int(group) for group in found.groups())
+
+    return {
+        "exit": result.returncode,
+        "pending_media": number(r"pending media: (\d+)"),
+        "pending_tasks": number(r"pending cleanup tasks: (\d+)"),
+        "orphans": number(r"orphan points: hd (\d+), ld (\d+)"),
+        "missing": number(r"media missing points: (\d+)"),
+    }
+
+
+def scan_points(env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Count every point per media in both collections (server stopped)."""
+    held = Stores.open(load_settings(environ=env))
+    try:
+        counts: dict[str, dict[str, int]] = {space: {} for space in SPACES}
+        for space in SPACES:
+            for page in held.vectors.scan(space):
+                for point in page:
+                    counts[space][point.media_id] = counts[space].get(point.media_id, 0) + 1
+        return counts
+    finally:
+        held.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")

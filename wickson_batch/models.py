@@ -76,7 +76,10 @@ class Media(Base):
     hd_count: Mapped[int] = mapped_column(Integer)
     ld_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # The media this one is derived from (section 10); its children are found by this index.
+    parent_id: Mapped[str | None] = mapped_column(String(128), index=True)
 
+    # The listing's order per owner, (created_at, id), read in index order page by page.
     # Only pending rows are indexed by age, for the reconciler. An index that led with
     # `state` tempted SQLite to walk every live row for a batch (it cannot tell a bound
     # `state = ?` is selective) instead of looking each id up by primary key.
@@ -87,6 +90,7 @@ class Media(Base):
             sqlite_where=text(PENDING_ONLY),
             postgresql_where=text(PENDING_ONLY),
         ),
+        Index("ix_media_owner_created", "owner", "created_at", "id"),
     )
 
 

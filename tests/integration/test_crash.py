@@ -9,21 +9,23 @@ from __future__ import annotations
 import http.client
 import itertools
 import random
-import re
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.live_server import Server, local_url, server_env
-from wickson_batch.config import load_settings
-from wickson_batch.services.stores import Stores
-from wickson_batch.vectors.base import SPACES
+from tests.live_server import (
+    Server,
+    check_figures,
+    local_url,
+    scan_points,
+    server_env,
+    sql,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,57 +49,6 @@ def crash_server(tmp_path: Path) -> Iterator[Server]:
     yield running
     if running.process is not None:
         running.kill()
-
-
-def sql(tmp_path: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
-    """Read the SQL truth directly (WAL lets us read beside a running server)."""
-    db = sqlite3.connect(tmp_path / "var" / "wickson.db")
-    try:
-        return list(db.execute(query, args))
-    finally:
-        db.close()
-
-
-def check_figures(server: Server) -> dict[str, int]:
-    """Run `wickson-batch check` (server stopped) and return its figures."""
-    result = server.cli("check")
-    assert "Traceback" not in result.stderr, result.stderr
-
-    def number(pattern: str) -> int:
-        found = re.search(pattern, result.stdout)
-        assert found, result.stdout
-        return sum(int(group) for group in found.groups())
-
-    return {
-        "exit": result.returncode,
-        "pending_media": number(r"pending media: (\d+)"),
-        "pending_tasks": number(r"pending cleanup tasks: (\d+)"),
-        "orphans": number(r"orphan points: hd (\d+), ld (\d+)"),
-        "missing": number(r"media missing points: (\d+)"),
-    }
-
-
-def scan_points(env: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Count every point per media in both collections (server stopped)."""
-    held = Stores.open(load_settings(environ=env))
-    try:
-        counts: dict[str, dict[str, int]] = {space: {} for space in SPACES}
-        for space in SPACES:
-            for page in held.vectors.scan(space):
-                for point in page:
-                    counts[space][point.media_id] = counts[space].get(point.media_id, 0) + 1
-        return counts
-    finally:
-        held.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 # What a client sees when the server dies under its request.

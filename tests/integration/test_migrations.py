@@ -15,28 +15,44 @@ import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session
 
 from tests import models_4fe7ebd as previous
 from tests.faults import FlakyVectors
 from tests.helpers import settings_for, vector
 from wickson_batch.cli import main
 from wickson_batch.config import Settings, load_settings
-from wickson_batch.db import _LOCK, MIGRATE_LOCK_SUFFIX, Database, SchemaChange, make_engine
+from wickson_batch.db import (
+    _LOCK,
+    MIGRATE_LOCK_SUFFIX,
+    Database,
+    SchemaChange,
+    alembic_config,
+    make_engine,
+)
 from wickson_batch.models import Base
-from wickson_batch.services import deletion, keys, media
+from wickson_batch.services import deletion, jobs, keys, media
+from wickson_batch.services import job_runner as runner_service
+from wickson_batch.services.selection import parse_selection
 from wickson_batch.services.stores import Stores
 from wickson_batch.vectors import build_vector_index
 
-HEAD = "0001_initial"
+FIRST = "0001_initial"
+HEAD = "0003_deletion_jobs"
+# The first revision's tables (release 0.1.0's), and every table at head.
 TABLES = {"api_keys", "media", "cleanup_tasks", "operations", "idempotency_keys"}
+ALL_TABLES = TABLES | {"deletion_jobs", "deletion_job_items"}
 
 
 def settings(folder: Path) -> Settings:
@@ -54,6 +70,34 @@ def engine(url: str) -> Iterator[Engine]:
     made = make_engine(url)
     yield made
     made.dispose()
+
+
+def previous_media(engine: Engine, count: int, owner: str = "alice") -> list[str]:
+    """Write `count` media rows as the previous release did (its own model); return the ids."""
+    rows = [
+        previous.Media(
+            id=f"vec-{owner}{n:04d}",
+            owner=owner,
+            state=previous.MediaState.PENDING if n == 2 else previous.MediaState.LIVE,
+            title=f"clip {n}" if n else None,
+            metadata_={"n": n, "tags": ["a", "é"]} if n else None,
+            hd_count=1,
+            ld_count=n,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=n // 2),
+        )
+        for n in range(count)
+    ]
+    ids = [row.id for row in rows]
+    with Session(engine) as session:
+        session.add_all(rows)
+        session.commit()
+    return ids
+
+
+def upgrade_to(engine: Engine, target: str) -> None:
+    """Run the migrations up to `target` alone, as a release that stopped there did."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), target)
 
 
 def upgrade(url: str) -> SchemaChange:
@@ -136,18 +180,7 @@ def test_a_database_of_the_previous_release_is_stamped_and_keeps_every_row(
         info, secret = keys.create_key(db, owner="alice", rate_limit="50/minute", name="ci")
         revoked, _ = keys.create_key(db, owner="bob", scopes=("media:read",))
         keys.revoke_key(db, revoked.id)
-        ids = [
-            media.create_media(
-                db,
-                inner,
-                owner="alice",
-                hd_vectors=[vector(config.hd_dim, n)],
-                ld_vectors=[vector(config.ld_dim, n)] * n,
-                title=f"clip {n}" if n else None,
-                metadata={"n": n, "tags": ["a", "é"]} if n else None,
-            ).media_id
-            for n in range(3)
-        ]
+        ids = previous_media(engine, 3)
         # The vector store refuses the deletion: the points stay owed, as cleanup tasks.
         outcome = deletion.delete_batch(
             db,
@@ -175,14 +208,14 @@ def test_a_database_of_the_previous_release_is_stamped_and_keeps_every_row(
         held.close()
 
     assert rows(engine) == before
-    assert tables(engine) == TABLES | {"alembic_version"}
+    assert tables(engine) == ALL_TABLES | {"alembic_version"}
     assert differences(engine) == []
 
 
 def test_the_first_revision_is_exactly_the_schema_create_all_made(
-    tmp_path: Path, url: str, engine: Engine
+    tmp_path: Path, engine: Engine
 ) -> None:
-    upgrade(url)
+    upgrade_to(engine, FIRST)
     reference = make_engine(settings(tmp_path / "create_all").database_url)
     try:
         previous.Base.metadata.create_all(reference)
@@ -210,7 +243,7 @@ def test_the_db_commands_upgrade_report_and_downgrade(url: str, engine: Engine) 
 
     result = invoke(url, "db", "upgrade")
     assert (result.exit_code, result.stdout) == (0, f"upgraded base -> {HEAD} (head)\n")
-    assert tables(engine) == TABLES | {"alembic_version"}
+    assert tables(engine) == ALL_TABLES | {"alembic_version"}
     result = invoke(url, "db", "current")
     assert (result.exit_code, result.stdout) == (0, f"{HEAD} (head)\n")
     result = invoke(url, "db", "upgrade")
@@ -231,9 +264,55 @@ def test_db_upgrade_stamps_the_previous_release_schema(url: str, engine: Engine)
     result = invoke(url, "db", "upgrade")
     assert (result.exit_code, result.stdout) == (
         0,
-        f"stamped the tables made before migrations as {HEAD}\nthe database is at {HEAD} (head)\n",
+        f"stamped the tables made before migrations as {FIRST}\n"
+        f"upgraded {FIRST} -> {HEAD} (head)\n",
     )
     assert revision(engine) == HEAD
+
+
+def media_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text("SELECT * FROM media ORDER BY id"))]
+
+
+def test_0002_keeps_every_media_row_with_no_parent_and_adds_the_listing_index(
+    engine: Engine, url: str
+) -> None:
+    upgrade_to(engine, FIRST)
+    previous_media(engine, 5, owner="alice")
+    previous_media(engine, 2, owner="bob")
+    before = rows(engine)
+
+    change = upgrade(url)
+
+    assert (change.before, change.after, change.stamped) == (FIRST, HEAD, False)
+    assert rows(engine) == before  # every column the previous revision had, row for row
+    with engine.connect() as connection:
+        parents = connection.execute(text("SELECT id, parent_id FROM media ORDER BY id")).all()
+    assert [tuple(row) for row in parents] == [(row[0], None) for row in before["media"]]
+    assert len(parents) == 7
+    indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("media")}
+    assert indexes["ix_media_owner_created"] == ["owner", "created_at", "id"]
+    assert indexes["ix_media_parent_id"] == ["parent_id"]
+    assert differences(engine) == []
+
+
+def test_0002_downgrades_to_0001_keeping_every_row(engine: Engine, url: str) -> None:
+    upgrade_to(engine, FIRST)
+    previous_media(engine, 4)
+    upgrade(url)
+    before = rows(engine)
+
+    db = Database(url)
+    try:
+        change = db.downgrade_schema(FIRST)
+    finally:
+        db.dispose()
+
+    assert (change.before, change.after) == (HEAD, FIRST)
+    assert rows(engine) == before
+    assert "parent_id" not in {column["name"] for column in inspect(engine).get_columns("media")}
+    assert len(media_rows(engine)) == 4
 
 
 def test_an_unknown_revision_is_a_one_line_error(url: str) -> None:
@@ -355,3 +434,69 @@ def test_an_upgrade_waits_while_another_process_holds_the_lock(
         assert tables(engine) == set()
     assert finished(process) == f"None {HEAD} False\n"
     assert differences(engine) == []
+
+
+def revision_before(target: str) -> str:
+    """Return the down_revision of `target`."""
+    found = ScriptDirectory.from_config(alembic_config()).get_revision(target)
+    assert found is not None and isinstance(found.down_revision, str)
+    return found.down_revision
+
+
+def test_0003_adds_the_job_tables_and_keeps_every_row(
+    tmp_path: Path, url: str, engine: Engine
+) -> None:
+    config = settings(tmp_path)
+    before_jobs = revision_before("0003_deletion_jobs")
+    upgrade_to(engine, before_jobs)
+    db = Database(config.database_url)
+    inner = build_vector_index(config)
+    inner.ensure()
+    try:
+        info, _ = keys.create_key(db, owner="alice")
+        ids = [
+            media.create_media(
+                db,
+                inner,
+                owner="alice",
+                hd_vectors=[vector(config.hd_dim, n)],
+                ld_vectors=[vector(config.ld_dim, n)],
+                metadata={"n": n},
+            ).media_id
+            for n in range(4)
+        ]
+        deletion.delete_batch(
+            db, FlakyVectors(inner), owner="alice", media_ids=ids[:1], api_key_id=info.id,
+            idempotency_key="before-0003",
+        )  # fmt: skip
+    finally:
+        db.dispose()
+    before = rows(engine)
+    assert not {"deletion_jobs", "deletion_job_items"} & tables(engine)
+
+    upgrade(url)
+
+    assert rows(engine) == before
+    assert tables(engine) >= ALL_TABLES
+    assert differences(engine) == []
+    # The new tables work beside the old rows: a job over them runs to its end.
+    db = Database(config.database_url)
+    try:
+        view, _ = jobs.create_job(db, owner="alice", selection=parse_selection(ids))
+        assert runner_service.claim_next_job(db, "migration-test", 30) == view.job_id
+        runner_service.resolve_manifest(db, view.job_id, "migration-test", max_media=100)
+        while runner_service.run_chunk(db, inner, view.job_id, "migration-test", chunk_size=2):
+            pass
+        done = jobs.get_job(db, owner="alice", job_id=view.job_id)
+        assert (done.total, done.deleted, done.failed) == (4, 3, 1)
+    finally:
+        inner.close()
+        db.dispose()
+
+    downgraded = Database(url)
+    try:
+        downgraded.downgrade_schema(before_jobs)
+    finally:
+        downgraded.dispose()
+    assert not {"deletion_jobs", "deletion_job_items"} & tables(engine)
+    assert tables(engine) >= TABLES

@@ -17,6 +17,8 @@ from ..services.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidCursor,
+    InvalidFilter,
+    InvalidSelection,
     InvalidVectors,
     JobFinished,
     JobNotFound,
@@ -56,6 +58,10 @@ class ApiError(Exception):
 
 class InvalidRequest(ApiError):
     code = ErrorCode.INVALID_REQUEST
+
+
+class InvalidSelectionError(ApiError):
+    code = ErrorCode.INVALID_SELECTION
 
 
 class MissingMediaIds(ApiError):
@@ -239,6 +245,14 @@ def _invalid_vectors(error: InvalidVectors) -> ApiError:
     return InvalidRequest(str(error), {"field": error.field})
 
 
+def _invalid_filter(error: InvalidFilter) -> ApiError:
+    return InvalidRequest(str(error), {"field": error.field})
+
+
+def _invalid_selection(error: InvalidSelection) -> ApiError:
+    return InvalidSelectionError(str(error), {"field": error.field})
+
+
 def _key_in_use(_error: IdempotencyKeyInUse) -> ApiError:
     return IdempotencyKeyInUseError(
         "A request with this Idempotency-Key is still being processed; retry in a "
@@ -264,6 +278,8 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     JobFinished: _job_finished,
     InvalidCursor: _invalid_cursor,
     InvalidVectors: _invalid_vectors,
+    InvalidFilter: _invalid_filter,
+    InvalidSelection: _invalid_selection,
     IdempotencyKeyInUse: _key_in_use,
     IdempotencyKeyReused: _key_reused,
     DecisionUnknown: _decision_unknown,

@@ -9,10 +9,11 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ..models import iso_utc
-from ..protocol import ITEM_STATUSES, JOBS_PATH, REPLAYED_HEADER, Scope, is_media_id
+from ..protocol import ITEM_STATUSES, JOBS_PATH, REPLAYED_HEADER, Scope
 from ..services import jobs
 from ..services.errors import JobNotFound
-from ..services.jobs import ItemView, JobView, NamedIds, SelectionLike
+from ..services.jobs import ItemView, JobView
+from ..services.selection import parse_selection
 from .auth import require_principal, require_scope
 from .context import stores
 from .errors import InvalidRequest
@@ -32,8 +33,6 @@ JOB_ID_PATTERN = "^job_[0-9a-f]{32}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN.strip("^$"))
 # The longest cursor any listing here hands out is far shorter.
 MAX_CURSOR = 512
-# At most this many ids in a selection's lists together (DESIGN section 9).
-MAX_SELECTION_IDS = 10_000
 
 _create_request = CreateJobRequest()
 _job_response = JobResponse()
@@ -112,20 +111,6 @@ def _cursor() -> str | None:
     return raw
 
 
-def _selection(raw: Any) -> SelectionLike:
-    """TEMPORARY, until services/selection.py lands: a selection of media ids only."""
-    if (
-        not isinstance(raw, list)
-        or not raw
-        or len(raw) > MAX_SELECTION_IDS
-        or not all(isinstance(item, str) and is_media_id(item) for item in raw)
-    ):
-        raise InvalidRequest(
-            "selection must be a non-empty array of media ids", {"field": "selection"}
-        )
-    return NamedIds(tuple(dict.fromkeys(raw)))
-
-
 def _located(view: JobView, replayed: bool) -> Response:
     response: Response = jsonify(dump(_job_response, {"success": True, "data": job_data(view)}))
     response.status_code = 202
@@ -143,7 +128,7 @@ def create() -> ResponseReturnValue:
     dry_run = query_flag("dry_run")
     key = idempotency_key()  # checked on a dry run too, then ignored there
     data = load(_create_request, json_object())
-    selection = _selection(data["selection"])
+    selection = parse_selection(data["selection"])
     if data["cascade"]:
         raise InvalidRequest(
             "cascade is not supported yet: send false (or leave it out); derived media are "

@@ -21,6 +21,8 @@ from ..config import Settings
 from ..protocol import (
     API_KEY_HEADER,
     IDEMPOTENCY_KEY_HEADER,
+    ITEM_STATUSES,
+    JOBS_PATH,
     MEDIA_ID_PATTERN,
     REPLAYED_HEADER,
     REQUEST_ID_HEADER,
@@ -28,15 +30,19 @@ from ..protocol import (
 )
 from . import docs, schemas
 from .context import settings
+from .jobs import JOB_ID_PATTERN, MAX_CURSOR
 from .requests import FLAG_FALSE, FLAG_TRUE, IDEMPOTENCY_KEY_PATTERN
 
 bp = Blueprint("openapi", __name__)
 
 _ERROR_TEXT = {
-    400: "Invalid request (MISSING_MEDIA_IDS, INVALID_MEDIA_IDS, BATCH_TOO_LARGE, INVALID_REQUEST)",
+    400: (
+        "Invalid request (MISSING_MEDIA_IDS, INVALID_MEDIA_IDS, BATCH_TOO_LARGE, "
+        "INVALID_REQUEST, INVALID_SELECTION)"
+    ),
     401: "Missing, unknown or revoked API key (INVALID_API_KEY)",
     403: "The key lacks the scope (INSUFFICIENT_PERMISSIONS)",
-    404: "Not found (MEDIA_NOT_FOUND, OPERATION_NOT_FOUND)",
+    404: "Not found (MEDIA_NOT_FOUND, OPERATION_NOT_FOUND, JOB_NOT_FOUND)",
     405: (
         "The path is another route's: media_id is one of its fixed segments, never an id "
         "(METHOD_NOT_ALLOWED); Allow lists that route's methods"
@@ -201,6 +207,11 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "OperationResponse": schemas.OperationResponse,
     "SearchRequest": schemas.SearchRequest,
     "SearchResponse": schemas.SearchResponse,
+    "CreateJobRequest": schemas.CreateJobRequest,
+    "JobResponse": schemas.JobResponse,
+    "JobListResponse": schemas.JobListResponse,
+    "JobItemsResponse": schemas.JobItemsResponse,
+    "JobPreviewResponse": schemas.JobPreviewResponse,
     "HealthResponse": schemas.HealthResponse,
     "ErrorResponse": schemas.ErrorResponse,
 }
@@ -257,6 +268,10 @@ def _constrain(document: dict[str, Any], config: Settings) -> None:
         {"required": [f"{space}_vectors"], "properties": {f"{space}_vectors": {"minItems": 1}}}
         for space in ("hd", "ld")
     ]
+
+    job = components["CreateJobRequest"]
+    job["properties"]["reason"]["pattern"] = _NO_NUL
+    job["properties"]["selection"]["minItems"] = 1
 
     search = components["SearchRequest"]
     search["properties"]["vector"] = {
@@ -359,6 +374,140 @@ def _path_id(name: str, description: str, reserved: bool = False) -> dict[str, A
         "description": description,
         "schema": schema,
     }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description + " Given twice, it is refused (400).",
+        "schema": schema,
+    }
+
+
+_PAGING = [
+    _query(
+        "limit",
+        "Items per page (default 20).",
+        {"type": "string", "pattern": "^0*([1-9]|[1-9][0-9]|100)$"},
+    ),
+    _query(
+        "cursor",
+        "The next_cursor of the previous page, unchanged; absent: the first page.",
+        {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR},
+    ),
+]
+_JOB_ID_PARAMETER = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "description": "The job_id of a deletion job (another owner's is not found)",
+    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+}
+_EITHER_SCOPE = (
+    " An API key of the same owner with the `media:delete` scope will do too."
+    + _IGNORED_IDEMPOTENCY
+)
+
+
+def _job_paths(spec: APISpec, body_bytes: int) -> None:
+    """Document the deletion-job routes (DESIGN section 9)."""
+    create = _operation(
+        "createDeletionJob",
+        "Start a background deletion of a selection",
+        (202, "Accepted: the job, queued (or the first job made with this key)", "JobResponse"),
+        sorted([*_BODY_ERRORS, 422]),
+        scope="media:delete",
+        body=("CreateJobRequest", body_bytes),
+        parameters=[_dry_run(), _IDEMPOTENCY_KEY],
+        note=(
+            " The selection is resolved when the job starts, then deleted chunk by chunk, "
+            "each chunk one operation. With `dry_run=true` the answer is 200 with what "
+            "would be deleted now, and nothing is stored."
+        ),
+    )
+    accepted = create["responses"]["202"]
+    accepted["headers"]["Location"] = {
+        "description": "The job's URL",
+        "schema": {"type": "string"},
+        "required": True,
+    }
+    accepted["headers"][REPLAYED_HEADER] = {
+        "description": "true when this is the job the Idempotency-Key first made",
+        "schema": {"type": "string", "enum": ["true"]},
+        "required": False,
+    }
+    accepted["links"] = {
+        "GetDeletionJob": {
+            "operationId": "getDeletionJob",
+            "parameters": {"job_id": "$response.body#/data/job_id"},
+        }
+    }
+    create["responses"]["200"] = _response(
+        "Dry run: what the job would delete now", "JobPreviewResponse", limited=True
+    )
+    listing = _operation(
+        "listDeletionJobs",
+        "The caller's deletion jobs, newest first",
+        (200, "A page of jobs", "JobListResponse"),
+        [400, 401, 403, 429, 500, 503],
+        scope="media:read",
+        parameters=_PAGING,
+        note=_EITHER_SCOPE,
+    )
+    spec.path(JOBS_PATH, operations={"post": create, "get": listing, "head": _head(listing)})
+    _get_and_head(
+        spec,
+        JOBS_PATH + "/{job_id}",
+        _operation(
+            "getDeletionJob",
+            "One deletion job and its progress",
+            (200, "The job", "JobResponse"),
+            _READ_ERRORS,
+            scope="media:read",
+            parameters=[_JOB_ID_PARAMETER],
+            note=_EITHER_SCOPE,
+        ),
+    )
+    status = _query(
+        "status",
+        "Only the items with this outcome; absent: both (ids not reached yet are never listed).",
+        {"type": "string", "enum": list(ITEM_STATUSES)},
+    )
+    _get_and_head(
+        spec,
+        JOBS_PATH + "/{job_id}/items",
+        _operation(
+            "listDeletionJobItems",
+            "A deletion job's per-item outcomes, in manifest order",
+            (200, "A page of outcomes", "JobItemsResponse"),
+            sorted([400, *_READ_ERRORS]),
+            scope="media:read",
+            parameters=[_JOB_ID_PARAMETER, status, *_PAGING],
+            note=_EITHER_SCOPE,
+        ),
+    )
+    cancel = _operation(
+        "cancelDeletionJob",
+        "Cancel a deletion job between two chunks",
+        (
+            200,
+            "The job: cancelled, or still processing until its chunk at work commits",
+            "JobResponse",
+        ),
+        [401, 403, 404, 409, 429, 500, 503],
+        scope="media:delete",
+        parameters=[_JOB_ID_PARAMETER],
+        note=" Any body is ignored." + _IGNORED_IDEMPOTENCY,
+    )
+    finished = _response(
+        "The job has already ended: done, cancelled or rejected (JOB_FINISHED)",
+        "ErrorResponse",
+        limited=True,
+    )
+    cancel["responses"]["409"] = finished
+    spec.path(JOBS_PATH + "/{job_id}/cancel", operations={"post": cancel})
 
 
 def build_spec(config: Settings) -> dict[str, Any]:
@@ -493,6 +642,7 @@ def build_spec(config: Settings) -> dict[str, Any]:
             ),
         ),
     )
+    _job_paths(spec, body_bytes)
     _get_and_head(
         spec,
         "/healthz",

@@ -49,6 +49,22 @@ class OperationNotFound(DomainError):
         self.operation_id = operation_id
 
 
+class InvalidFilter(DomainError):
+    """A filter (section 9) is malformed; `field` names where, e.g. `filter.created_before`."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidSelection(DomainError):
+    """A selection (section 9) is malformed; `field` names where, e.g. `selection[3].exclude[0]`."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class DecisionUnknown(DatabaseUnavailable):
     """The connection was lost at the deciding commit and the database cannot say yet."""
 

@@ -33,7 +33,8 @@ from ..models import DeletionJob, DeletionJobItem, Media, utcnow
 from ..protocol import ErrorCode, FailureReason, ItemStatus, JobStatus
 from ..vectors.base import VectorIndex
 from .deletion import BatchOutcome, delete_batch
-from .jobs import JobView, Matcher, SelectionLike, log_state
+from .jobs import JobView, log_state, matched_ids
+from .selection import parse_selection
 
 log = structlog.get_logger("wickson_batch")
 
@@ -62,8 +63,6 @@ class RunnerSettings:
 # it took and the seconds until the next one may start (its throttle included); and told
 # (outcome None) when the runner's job has ended.
 ChunkObserver = Callable[[str, BatchOutcome | None, float, float], None]
-# Given a job's stored selection, the selection object (services/selection.parse_selection).
-SelectionParser = Callable[[Any], SelectionLike]
 
 
 def new_holder() -> str:
@@ -181,8 +180,6 @@ def resolve_manifest(
     job_id: str,
     holder: str,
     *,
-    parse: SelectionParser,
-    matcher: Matcher | None,
     max_media: int,
     now: datetime | None = None,
 ) -> str:
@@ -200,11 +197,11 @@ def resolve_manifest(
         job = session.get(DeletionJob, job_id)
         if job is None or job.lease_holder != holder or job.status != JobStatus.QUEUED:
             raise LeaseLost(job_id)
-        selection = parse(job.selection)
-        named = list(dict.fromkeys(selection.ids))
-        matched = matcher(job.owner, selection) if matcher is not None else None
-        if matched is not None:
-            matched = matched.where(Media.id.not_in(named)) if named else matched
+        selection = parse_selection(job.selection)
+        named = list(selection.ids)  # each once, in the order given
+        matched = matched_ids(job.owner, selection)
+        if matched is not None and named:
+            matched = matched.where(Media.id.not_in(named))
         extra = 0
         if matched is not None:
             over = matched.order_by(None).limit(max_media + 1).subquery()
@@ -239,16 +236,16 @@ def resolve_manifest(
                 ],
             )
         if matched is not None and extra:
-            found = matched.subquery()
-            ordered = select(
+            # Positions after the named ids, in the matched ids' own order.
+            rows = matched.order_by(None).with_only_columns(
                 literal(job_id),
                 func.row_number().over(order_by=(Media.created_at, Media.id)) + (len(named) - 1),
                 Media.id,
                 literal(ItemStatus.PENDING),
-            ).join(found, found.c[0] == Media.id)
+            )
             inserted = session.execute(
                 insert(DeletionJobItem).from_select(
-                    ["job_id", "position", "media_id", "status"], ordered
+                    ["job_id", "position", "media_id", "status"], rows
                 )
             )
             total = len(named) + int(getattr(inserted, "rowcount", extra))
@@ -360,16 +357,12 @@ class JobRunner:
         vectors: VectorIndex,
         *,
         settings: RunnerSettings,
-        parse: SelectionParser,
-        matcher: Matcher | None = None,
         observers: list[ChunkObserver] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.vectors = vectors
         self.settings = settings
-        self.parse = parse
-        self.matcher = matcher
         self.observers = observers if observers is not None else []
         self.clock = clock
         self.holder = new_holder()
@@ -408,8 +401,6 @@ class JobRunner:
                 self.db,
                 job_id,
                 self.holder,
-                parse=self.parse,
-                matcher=self.matcher,
                 max_media=self.settings.max_media,
                 now=self.clock(),
             )

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy import Select, and_, func, or_, select, update
@@ -26,6 +26,7 @@ from ..models import DeletionJob, DeletionJobItem, Media, MediaState, utcnow
 from ..protocol import FINISHED_JOB_STATUSES, JOB_STATUSES, ItemStatus, JobStatus
 from .deletion import IdempotencyClaim, KeyTaken, claim_key, claimed_target
 from .errors import IdempotencyKeyInUse, InvalidCursor, JobFinished, JobNotFound
+from .selection import Selection, selected_ids
 
 log = structlog.get_logger("wickson_batch")
 
@@ -35,34 +36,9 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 
-class SelectionLike(Protocol):
-    """What a job needs of a parsed selection (services/selection.py's Selection)."""
-
-    @property
-    def ids(self) -> tuple[str, ...]: ...
-
-    def to_json(self) -> list[Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class NamedIds:
-    """A selection of plain ids only. TEMPORARY: replaced by services/selection.py's Selection."""
-
-    ids: tuple[str, ...]
-
-    def to_json(self) -> list[Any]:
-        """Return the canonical JSON form, for storing and fingerprints."""
-        return list(self.ids)
-
-
-def parse_stored_selection(raw: Any) -> SelectionLike:
-    """Return the selection a job stored. TEMPORARY: becomes selection.parse_selection."""
-    return NamedIds(tuple(str(media_id) for media_id in raw))
-
-
-# The ids a selection's non-id items match for an owner: DISTINCT live ids, by (created_at,
-# id). None: the selection names ids only.
-Matcher = Callable[[str, Any], "Select[tuple[str]] | None"]
+def matched_ids(owner: str, selection: Selection) -> Select[Any] | None:
+    """The ids of `owner`'s live media a selection's object items match; None: it has none."""
+    return selected_ids(owner, selection) if selection.items else None
 
 
 def new_job_id() -> str:
@@ -70,7 +46,7 @@ def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
 
-def job_fingerprint(selection: SelectionLike, reason: str | None, cascade: bool) -> str:
+def job_fingerprint(selection: Selection, reason: str | None, cascade: bool) -> str:
     """Return the hash that tells whether a retried job creation is the same request."""
     canonical = json.dumps(
         {"deletion_job": selection.to_json(), "reason": reason, "cascade": cascade},
@@ -277,7 +253,7 @@ def create_job(
     db: Database,
     *,
     owner: str,
-    selection: SelectionLike,
+    selection: Selection,
     reason: str | None = None,
     cascade: bool = False,
     api_key_id: int | None = None,
@@ -395,11 +371,9 @@ def cancel_job(
     return view
 
 
-def preview_job(
-    db: Database, *, owner: str, selection: SelectionLike, matcher: Matcher | None = None
-) -> JobPreview:
+def preview_job(db: Database, *, owner: str, selection: Selection) -> JobPreview:
     """A dry run: what a job of `selection` would delete now (live media of `owner`)."""
-    chosen = _live_of(owner, selection, matcher)
+    chosen = _live_of(owner, selection)
     with db.unit_of_work() as uow:
         totals = uow.session.execute(
             select(
@@ -418,12 +392,12 @@ def preview_job(
     return JobPreview(int(totals[0]), int(totals[1]), int(totals[2]), sample)
 
 
-def _live_of(owner: str, selection: SelectionLike, matcher: Matcher | None) -> Any:
+def _live_of(owner: str, selection: Selection) -> Any:
     """The ids of `owner`'s live media the selection names or matches, as a query."""
     named = select(Media.id).where(
         Media.id.in_(list(selection.ids)), Media.owner == owner, Media.state == MediaState.LIVE
     )
-    matched = matcher(owner, selection) if matcher is not None else None
+    matched = matched_ids(owner, selection)
     if matched is None:
         return named
     return named.union(matched.order_by(None))

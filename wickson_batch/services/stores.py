@@ -15,7 +15,6 @@ from ..vectors import build_vector_index
 from ..vectors.base import VectorIndex, VectorStoreLocked
 from .cleanup import Reconciler
 from .job_runner import ChunkObserver, JobRunner, RunnerSettings
-from .jobs import parse_stored_selection
 
 # One file per serving process, `DATA_DIR/run/<pid>.running`, locked while the process
 # lives and removed at a clean stop. One that can be locked by someone else was left by a
@@ -107,7 +106,12 @@ class Stores:
 
     def start_job_runner(self, settings: Settings) -> None:
         """Run the deletion-job runner in this process."""
-        self.job_runner = JobRunner(
+        self.job_runner = self.make_job_runner(settings)
+        self.job_runner.start()
+
+    def make_job_runner(self, settings: Settings) -> JobRunner:
+        """Return a deletion-job runner over these stores, not started."""
+        return JobRunner(
             self.db,
             self.vectors,
             settings=RunnerSettings(
@@ -118,10 +122,8 @@ class Stores:
                 poll_interval_seconds=settings.job_poll_interval_seconds,
                 points_per_call=settings.job_points_per_call,
             ),
-            parse=parse_stored_selection,
             observers=self.chunk_observers,
         )
-        self.job_runner.start()
 
     def close(self) -> None:
         """Stop the background threads, flush and release both stores; a clean stop clears

@@ -1,7 +1,7 @@
 """Background deletion jobs: the jobs and their manifests (DESIGN section 9).
 
 Revision ID: 0003_deletion_jobs
-Revises: 0001_initial
+Revises: 0002_media_listing
 Create Date: 2026-12-01
 
 Two new tables; no existing table changes.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_deletion_jobs"
-down_revision: str | Sequence[str] | None = "0001_initial"
+down_revision: str | Sequence[str] | None = "0002_media_listing"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
