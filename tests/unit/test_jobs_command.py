@@ -13,12 +13,15 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tests.unit.fakes import FakeJobServer, envelope, job_data
 from wickson_batch.cli import main
 from wickson_batch.client import WicksonClient, jobs_command
 from wickson_batch.client.jobs import parse_job
 from wickson_batch.client.jobs_command import parse_metadata_value, summary
+from wickson_batch.services.selection import parse_query_value
 
 URL = "http://wickson.test"
 # Nothing listens here: the tests that use it must stop before the first request.
@@ -153,6 +156,15 @@ def test_metadata_values_are_typed(value: str, typed: Any) -> None:
     assert type(parse_metadata_value(value)) is type(typed)
 
 
+@given(st.text(max_size=40) | st.from_regex(r'-?[0-9]{1,25}(\.[0-9]+)?(e-?[0-9]{1,3})?|"[^"]*"'))
+@example(" 1 ")
+@example('"\\ud800"')
+def test_the_command_types_a_value_as_the_listing_does(text: str) -> None:
+    # The client cannot import the server's function: its own copy must agree with it.
+    ours, listing = parse_metadata_value(text), parse_query_value(text)
+    assert (type(ours), ours) == (type(listing), listing)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -240,7 +252,7 @@ def test_wait_without_a_terminal_prints_status_lines_then_the_summary(
 
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "job job_1 done: deleted 10, failed 0 of 10; vectors hd 20 ld 10; 10.0 s, 1 media/s\n"
+        "job job_1 done: deleted 10, failed 0 of 10; vectors hd 20 ld 10; in 10 s\n"
     )
     assert result.stderr == (
         "started job job_1\n"
@@ -327,16 +339,16 @@ def test_a_terminal_gets_a_progress_bar_with_rate_and_eta(
     # The total is known at the second poll (t=1 s): the rate and ETA count from there.
     assert frames[:4] == [
         "started job job_1",
-        "job_1 queued [00:00]",
-        "job_1 processing:   0%|          | 0/4500 [00:00<?, ? media/s]",
-        "job_1 processing:  22%|██▏       | 1000/4500 [00:01<00:03, 1000.00 media/s]",
+        "queued [00:00]",
+        "processing:   0%|          | 0/4500 [00:00<?, ? media/s]",
+        "processing:  22%|██▏       | 1000/4500 [00:01<00:03, 1000.00 media/s]",
     ]
     assert frames[4] == (
-        "job_1 processing:  44%|████▍     | 2000/4500 [00:02<00:02, 1000.00 media/s, failed 10]"
+        "processing:  44%|████▍     | 2000/4500 [00:02<00:02, 1000.00 media/s, failed 10]"
     )
     # Closed at the end with the overall rate: 4500 in 3 s.
     assert frames[-1].splitlines()[0] == (
-        "job_1 done: 100%|██████████| 4500/4500 [00:03<00:00, 1500.00 media/s, failed 10]"
+        "done: 100%|██████████| 4500/4500 [00:03<00:00, 1500.00 media/s, failed 10]"
     )
     assert result.stdout.startswith("job job_1 done: deleted 4490, failed 10 of 4500")
 

@@ -148,7 +148,7 @@ def exit_status(job: DeletionJob) -> int:
 
 
 def summary(job: DeletionJob) -> str:
-    """One line: the job, its status, its counts (and, once finished, how long it took)."""
+    """One line: the job, its status, its counts (and, once finished, its time from start)."""
     head = f"job {job.job_id} {job.status}"
     if job.status == JobStatus.REJECTED and job.error is not None:
         return f"{head}: {job.error.code}: {job.error.message}"
@@ -161,9 +161,9 @@ def summary(job: DeletionJob) -> str:
         parts.append(f"{p.remaining} {left}")
     parts.append(f"vectors hd {p.hd_vectors} ld {p.ld_vectors}")
     if job.finished_at is not None:
-        seconds = max((job.finished_at - job.created_at).total_seconds(), 0.0)
-        rate = f", {p.done / seconds:.0f} media/s" if seconds and p.done else ""
-        parts.append(f"{seconds:.1f} s{rate}")
+        # The API's times are whole seconds: a rate from them would be off by up to 100%.
+        seconds = round((job.finished_at - job.created_at).total_seconds())
+        parts.append(f"in {seconds} s" if seconds >= 1 else "in under 1 s")
     return f"{head}: " + "; ".join(parts)
 
 
@@ -193,7 +193,7 @@ class JobProgressBar:
     def update(self, job: DeletionJob) -> None:
         """Show the job as just polled."""
         p = job.progress
-        description = f"{job.job_id} {job.status}"
+        description = job.status  # the id is in the line above ("started job …") or the command
         failures = f"failed {p.failed}" if p.failed else ""
         if self._bar is None or (p.total is not None and not self._counting):
             self._open(job, description, failures)
