@@ -23,14 +23,6 @@ from wickson_batch.client import ApiError, DeletionJob, WicksonClient
 
 pytestmark = pytest.mark.slow
 
-# The command sends selection objects ({"all": true}, filters, children): they wait for the
-# jobs routes to resolve them through services/selection.py (branch `selection`); on branch
-# `jobs` the routes take lists of media ids only (api/jobs.py, `_selection`) so far.
-needs_selections = pytest.mark.skip(
-    reason="waits for the job routes to take selection objects: branch `selection` "
-    "(services/selection.py) merged with branch `jobs` and wired into api/jobs.py"
-)
-
 
 def runner_env(server: Server, *, chunk: int, per_second: int) -> None:
     server.env.update(
@@ -240,7 +232,6 @@ def run_on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str, s
     return done.returncode, done.stdout.decode(), b"".join(screen).decode()
 
 
-@needs_selections
 def test_start_all_wait_draws_a_progress_bar_with_rate_and_eta(server: Server) -> None:
     runner_env(server, chunk=100, per_second=500)
     key, _ = prepare(server, 2000)
@@ -255,11 +246,11 @@ def test_start_all_wait_draws_a_progress_bar_with_rate_and_eta(server: Server) -
 
     assert status == 0, screen
     frames = [f.strip() for f in screen.replace("\n", "\r").split("\r") if f.strip()]
-    counting = [f for f in frames if " processing: " in f and "/2000 [" in f]
+    counting = [f for f in frames if f.startswith("processing: ") and "/2000 [" in f]
     assert counting, frames
     # Mid-way frames carry an ETA (elapsed<remaining) and a rate in media/s.
     assert any("<00:0" in f and " media/s" in f and "?" not in f for f in counting), counting
-    assert any(" done: 100%|" in f and "2000/2000" in f for f in frames), frames
+    assert any(f.startswith("done: 100%|") and "2000/2000" in f for f in frames), frames
     assert stdout.startswith("job job_")
     assert " done: deleted 2000, failed 0 of 2000; vectors hd 4000 ld 2000; " in stdout
     server.stop()
@@ -273,11 +264,12 @@ def create_media(server: Server, key: str, metadata: dict[str, object]) -> str:
     return str(answer["data"]["media_id"])
 
 
-@needs_selections
 def test_start_by_filter_without_a_terminal_prints_the_summary_and_items(
     server: Server, tmp_path: Path
 ) -> None:
     runner_env(server, chunk=10, per_second=1000)
+    # The fixture's grace of 0 lets the reconciler remove a media still being created.
+    server.env["RECONCILE_GRACE_SECONDS"] = "60"
     key, others = prepare(server, 20)
     server.start()
     summer = [create_media(server, key, {"campaign": "summer", "year": 2025}) for _ in range(12)]
@@ -305,7 +297,6 @@ def test_start_by_filter_without_a_terminal_prints_the_summary_and_items(
     assert (status.returncode, status.stdout) == (0, done.stdout)
 
 
-@needs_selections
 def test_a_job_cancelled_from_the_command_exits_4_when_followed(server: Server) -> None:
     runner_env(server, chunk=50, per_second=200)
     key, _ = prepare(server, 2000)
