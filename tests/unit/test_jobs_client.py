@@ -192,11 +192,22 @@ def test_get_parses_a_running_job_and_quotes_its_id(
 
     job = make_client(server, sleeps).get_deletion_job("job/../x")
 
-    assert server.requests[0].url.raw_path == b"/v1/deletion-jobs/job%2F..%2Fx"
+    assert server.requests[0].url.raw_path == b"/v1/deletion-jobs/job%2F%2E%2E%2Fx"
     assert job.progress == JobProgress(
         total=10, remaining=5, deleted=4, failed=1, hd_vectors=8, ld_vectors=4
     )
     assert job.progress.done == 5
+
+
+@pytest.mark.parametrize("job_id", ["..", "."])
+def test_a_dot_id_names_no_other_route(
+    server: FakeJobServer, sleeps: list[float], job_id: str
+) -> None:
+    with pytest.raises(ApiError) as raised:
+        make_client(server, sleeps).get_deletion_job(job_id)
+
+    assert raised.value.code == "JOB_NOT_FOUND"
+    assert server.requests[0].url.raw_path == b"/v1/deletion-jobs/" + b"%2E" * len(job_id)
 
 
 def test_an_unknown_job_is_an_api_error(server: FakeJobServer, sleeps: list[float]) -> None:

@@ -615,8 +615,11 @@ def _parsed_entry(what: str, entry: Any, parse: Callable[[Any], T]) -> T:
 
 
 def _job_path(job_id: str) -> str:
-    # Quoted whole: an id holding `/` or `..` names no other route.
-    return f"{JOBS_PATH}/{quote(job_id, safe='')}"
+    # Quoted whole, dots too: an id such as `../x` or `..` names no other route (a path's
+    # `.` and `..` segments are resolved before sending, `%2E` ones are not).
+    if not job_id:
+        raise ValueError("a job id is not empty")
+    return f"{JOBS_PATH}/{quote(job_id, safe='').replace('.', '%2E')}"
 
 
 def _selection_body(selection: Selection) -> list[Any]:
