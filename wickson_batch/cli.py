@@ -1,4 +1,4 @@
-"""The `wickson-batch` console script: db, keys, seed, reconcile, check, delete."""
+"""The `wickson-batch` console script: db, keys, seed, reconcile, check, delete, jobs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import timedelta
 import click
 
 from .client.delete_command import delete
+from .client.jobs_command import jobs
 from .config import ConfigError, Settings, load_settings
 from .db import FIRST_REVISION, Database, SchemaChange, SchemaError
 from .logs import configure_logging
@@ -72,6 +73,7 @@ def main() -> None:
 
 
 main.add_command(delete)
+main.add_command(jobs)
 
 
 @main.command()

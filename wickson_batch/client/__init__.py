@@ -1,7 +1,7 @@
-"""The client of the batch-deletion API, and the `delete` command built on it.
+"""The client of the batch-deletion and deletion-job API, and the commands built on it.
 
-Needs only httpx (and click, for the command) and `wickson_batch.protocol`: neither Flask,
-nor marshmallow, nor any server module.
+Needs only httpx (and click, and tqdm for the jobs progress bar, for the commands) and
+`wickson_batch.protocol`: neither Flask, nor marshmallow, nor any server module.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .client import (
     Batch,
     BatchResult,
     DeleteResult,
+    JobWaitTimeout,
     ProtocolError,
     RetriesExhausted,
     WicksonClient,
@@ -18,14 +19,22 @@ from .client import (
     parse_retry_after,
     plan_batches,
 )
+from .jobs import DeletionJob, JobError, JobItem, JobPreview, JobProgress, Selection
 
 __all__ = [
     "ApiError",
     "Batch",
     "BatchResult",
     "DeleteResult",
+    "DeletionJob",
+    "JobError",
+    "JobItem",
+    "JobPreview",
+    "JobProgress",
+    "JobWaitTimeout",
     "ProtocolError",
     "RetriesExhausted",
+    "Selection",
     "WicksonClient",
     "WicksonError",
     "parse_retry_after",

@@ -10,11 +10,12 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
+from urllib.parse import quote
 
 import httpx
 
@@ -22,13 +23,27 @@ from ..protocol import (
     API_KEY_HEADER,
     BATCH_PATH,
     IDEMPOTENCY_KEY_HEADER,
+    ITEM_STATUSES,
+    JOBS_PATH,
     MEDIA_ID_RULE,
     REPLAYED_HEADER,
     RETRY_AFTER_HEADER,
     ErrorCode,
+    JobStatus,
     is_media_id,
 )
 from ..protocol import DEFAULT_MAX_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from .jobs import (
+    DeletionJob,
+    JobItem,
+    JobPreview,
+    Selection,
+    parse_item,
+    parse_job,
+    parse_preview,
+)
+
+T = TypeVar("T")
 
 # The longest wait a Retry-After header is obeyed for.
 MAX_RETRY_AFTER = 86_400.0
@@ -71,6 +86,21 @@ class BatchResult:
     attempts: int  # requests that failed before the one that answered (429s not counted)
     rate_limit_waits: int
     waited_seconds: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A request's final answer, and what it took to get it."""
+
+    response: httpx.Response
+    failures: int  # attempts that failed before it (429s not counted)
+    waits: int  # 429s waited out
+    waited: float  # seconds slept before it
+
+    @property
+    def replayed(self) -> bool:
+        """True when the server replayed an earlier answer to this Idempotency-Key."""
+        return bool(self.response.headers.get(REPLAYED_HEADER) == "true")
 
 
 @dataclass
@@ -148,6 +178,14 @@ class RetriesExhausted(WicksonError):
 
 class ProtocolError(WicksonError):
     """The server answered something that is not the documented response."""
+
+
+class JobWaitTimeout(WicksonError):
+    """A job did not finish in the time given to wait for it; it goes on all the same."""
+
+    def __init__(self, job: DeletionJob, timeout: float) -> None:
+        super().__init__(f"job {job.job_id} is still {job.status} after {timeout:g} s")
+        self.job = job
 
 
 def plan_batches(
@@ -303,6 +341,164 @@ class WicksonClient:
 
     def delete_batch(self, batch: Batch, *, on_wait: WaitHook | None = None) -> BatchResult:
         """Send one batch until it is answered; raise when it cannot be."""
+        answer = self._send(
+            "DELETE",
+            BATCH_PATH,
+            json=batch.body(),
+            headers={IDEMPOTENCY_KEY_HEADER: batch.idempotency_key},
+            on_wait=on_wait,
+        )
+        return _batch_result(batch, answer)
+
+    @overload
+    def start_deletion_job(
+        self,
+        selection: Selection,
+        reason: str | None = None,
+        cascade: bool = False,
+        idempotency_key: str | None = None,
+        dry_run: Literal[False] = False,
+    ) -> DeletionJob: ...
+
+    @overload
+    def start_deletion_job(
+        self,
+        selection: Selection,
+        reason: str | None = None,
+        cascade: bool = False,
+        idempotency_key: str | None = None,
+        *,
+        dry_run: Literal[True],
+    ) -> JobPreview: ...
+
+    def start_deletion_job(
+        self,
+        selection: Selection,
+        reason: str | None = None,
+        cascade: bool = False,
+        idempotency_key: str | None = None,
+        dry_run: bool = False,
+    ) -> DeletionJob | JobPreview:
+        """Start a job deleting `selection` in the background, and return it (queued).
+
+        Every attempt carries the same `Idempotency-Key` (a fresh UUID unless one is given),
+        so a retry after a lost answer gets the job the first attempt started, never a second
+        job. With `dry_run=True` nothing is stored: the answer says what would be deleted.
+        """
+        body: dict[str, Any] = {"selection": _selection_body(selection), "cascade": cascade}
+        if reason is not None:
+            body["reason"] = reason
+        if dry_run:
+            headers = {IDEMPOTENCY_KEY_HEADER: idempotency_key} if idempotency_key else {}
+            answer = self._send(
+                "POST", JOBS_PATH, json=body, params={"dry_run": "true"}, headers=headers
+            )
+            return _parsed("a dry run", answer, parse_preview)
+        key = idempotency_key or str(uuid.uuid4())
+        answer = self._send(
+            "POST",
+            JOBS_PATH,
+            ok=(200, 202),
+            json=body,
+            headers={IDEMPOTENCY_KEY_HEADER: key},
+        )
+        return _parsed("a new job", answer, lambda data: parse_job(data, replayed=answer.replayed))
+
+    def get_deletion_job(self, job_id: str) -> DeletionJob:
+        """Return the job as it stands now (404 `JOB_NOT_FOUND` for another owner's)."""
+        answer = self._send("GET", _job_path(job_id))
+        return _parsed("a job", answer, parse_job)
+
+    def list_deletion_jobs(self, *, page_size: int | None = None) -> Iterator[DeletionJob]:
+        """Yield every job of the key's owner, newest first, fetching page after page."""
+        for entry in self._pages(JOBS_PATH, {}, page_size):
+            yield _parsed_entry("a job", entry, parse_job)
+
+    def cancel_deletion_job(self, job_id: str) -> DeletionJob:
+        """Ask a job to stop between chunks, and return it.
+
+        Its status becomes `cancelled` once the chunk at work has committed: until then the
+        answer may still say `processing`. A finished job is 409 `JOB_FINISHED`, unless an
+        earlier attempt of this call, whose answer was lost, is what cancelled it.
+        """
+        try:
+            answer = self._send("POST", f"{_job_path(job_id)}/cancel", ok=(200, 202))
+        except ApiError as error:
+            if error.code == ErrorCode.JOB_FINISHED and error.unanswered_attempts:
+                job = self.get_deletion_job(job_id)
+                if job.status == JobStatus.CANCELLED:
+                    return job
+            raise
+        return _parsed("a cancelled job", answer, parse_job)
+
+    def job_items(
+        self, job_id: str, status: str | None = None, *, page_size: int | None = None
+    ) -> Iterator[JobItem]:
+        """Yield a job's per-media outcomes (only `deleted` or `failed` ones, if asked)."""
+        if status is not None and status not in ITEM_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(ITEM_STATUSES)}")
+        query = {"status": status} if status else {}
+        for entry in self._pages(f"{_job_path(job_id)}/items", query, page_size):
+            yield _parsed_entry("a job item", entry, parse_item)
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        on_progress: Callable[[DeletionJob], None] | None = None,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> DeletionJob:
+        """Poll a job every `poll_interval` seconds until it finishes, and return it.
+
+        `on_progress` gets the job after every poll, the last (finished) one included.
+        Raise `JobWaitTimeout` (with the job as last seen) after `timeout` seconds; the job
+        goes on all the same.
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be more than 0")
+        started = self._clock()
+        while True:
+            job = self.get_deletion_job(job_id)
+            if on_progress:
+                on_progress(job)
+            if job.finished:
+                return job
+            if timeout is not None and self._clock() - started + poll_interval > timeout:
+                raise JobWaitTimeout(job, timeout)
+            self._sleep(poll_interval)
+
+    def _pages(self, path: str, query: Mapping[str, str], page_size: int | None) -> Iterator[Any]:
+        """Yield the raw entries of a paged list, following `next_cursor` to the end."""
+        params = dict(query)
+        if page_size is not None:
+            params["limit"] = str(page_size)
+        while True:
+            answer = self._send("GET", path, params=params)
+            page = _parsed("a page", answer, _page)
+            yield from page.items
+            if not page.has_more:
+                return
+            if page.next_cursor is None or page.next_cursor == params.get("cursor"):
+                raise ProtocolError(f"a page of {path} says it has more but gives no new cursor")
+            params["cursor"] = page.next_cursor
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: Container[int] = (200,),
+        json: Any = None,
+        params: Mapping[str, str | Sequence[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_wait: WaitHook | None = None,
+    ) -> Answer:
+        """Send one request until it is answered with a status in `ok`; raise when it cannot be.
+
+        Every attempt is the same request (body, headers, Idempotency-Key): only requests that
+        are safe to repeat, or that carry a key, may come through here.
+        """
         failures = 0
         waits = 0
         waited = 0.0
@@ -312,22 +508,19 @@ class WicksonClient:
             delay: float | None = None
             try:
                 response = self._http.request(
-                    "DELETE",
-                    BATCH_PATH,
-                    json=batch.body(),
-                    headers={IDEMPOTENCY_KEY_HEADER: batch.idempotency_key},
+                    method, path, json=json, params=params, headers=headers
                 )
             except RETRYABLE_TRANSPORT_ERRORS as error:
                 problem = f"{type(error).__name__}: {error}"
             except httpx.HTTPError as error:
                 raise WicksonError(f"request failed: {type(error).__name__}: {error}") from error
             else:
-                if response.status_code == 200:
-                    return _batch_result(batch, response, failures, waits, waited)
+                if response.status_code in ok:
+                    return Answer(response, failures, waits, waited)
                 refusal = _api_error(response)
                 retry_after = parse_retry_after(response.headers.get(RETRY_AFTER_HEADER))
                 if response.status_code == 429:
-                    # The limit is not a failure: wait as told and send the same batch again.
+                    # The limit is not a failure: wait as told and send the same request again.
                     waits += 1
                     if self.max_rate_limit_waits is not None and waits > self.max_rate_limit_waits:
                         raise RetriesExhausted(failures + waits, str(refusal))
@@ -336,10 +529,10 @@ class WicksonClient:
                     waited += self._wait(delay, why, on_wait)
                     continue
                 if refusal.code == ErrorCode.IDEMPOTENCY_KEY_IN_USE:
-                    # The first send of this batch is still at work, or its server died after
-                    # deciding it (the server then answers 409 until the operation is older
-                    # than its RECONCILE_GRACE_SECONDS, 60 by default): poll as told, for up
-                    # to `in_use_timeout` seconds, and get the decided answer replayed.
+                    # The first send of this request is still at work, or its server died
+                    # after deciding it (the server then answers 409 until the operation is
+                    # older than its RECONCILE_GRACE_SECONDS, 60 by default): poll as told, for
+                    # up to `in_use_timeout` seconds, and get the decided answer replayed.
                     if in_use_waited >= self.in_use_timeout:
                         raise RetriesExhausted(failures + in_use_polls + 1, str(refusal))
                     in_use_polls += 1
@@ -387,6 +580,54 @@ def _smaller_batch_size(error: ApiError, sent: int) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Page:
+    items: list[Any]
+    has_more: bool
+    next_cursor: str | None
+
+
+def _page(data: Any) -> _Page:
+    items, has_more, cursor = data["items"], data["has_more"], data["next_cursor"]
+    if not isinstance(items, list) or not isinstance(has_more, bool):
+        raise TypeError("items must be a list and has_more a boolean")
+    if cursor is not None and not isinstance(cursor, str):
+        raise TypeError("next_cursor must be a string or null")
+    return _Page(items, has_more, cursor)
+
+
+def _parsed(what: str, answer: Answer, parse: Callable[[Any], T]) -> T:
+    """Parse the `data` of an answer, or raise ProtocolError naming `what` was expected."""
+    body = _json(answer.response)
+    try:
+        return parse(body["data"])
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise ProtocolError(
+            f"unexpected answer for {what} (status {answer.response.status_code}): {error!r}"
+        ) from None
+
+
+def _parsed_entry(what: str, entry: Any, parse: Callable[[Any], T]) -> T:
+    try:
+        return parse(entry)
+    except (TypeError, KeyError, ValueError, AttributeError) as error:
+        raise ProtocolError(f"unexpected entry for {what} in a page: {error!r}") from None
+
+
+def _job_path(job_id: str) -> str:
+    # Quoted whole, dots too: an id such as `../x` or `..` names no other route (a path's
+    # `.` and `..` segments are resolved before sending, `%2E` ones are not).
+    if not job_id:
+        raise ValueError("a job id is not empty")
+    return f"{JOBS_PATH}/{quote(job_id, safe='').replace('.', '%2E')}"
+
+
+def _selection_body(selection: Selection) -> list[Any]:
+    if isinstance(selection, str | Mapping):
+        raise TypeError("a selection is a list of items: wrap a single id or object in [...]")
+    return [item if isinstance(item, str) else dict(item) for item in selection]
+
+
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -410,9 +651,8 @@ def _api_error(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, f"HTTP_{response.status_code}", text)
 
 
-def _batch_result(
-    batch: Batch, response: httpx.Response, failures: int, waits: int, waited: float
-) -> BatchResult:
+def _batch_result(batch: Batch, answer: Answer) -> BatchResult:
+    response = answer.response
     body = _json(response)
     try:
         data = body["data"]
@@ -425,10 +665,10 @@ def _batch_result(
             ld_vectors=int(deleted["ld_vectors"]),
             operation_id=str(body["metadata"]["operation_id"]),
             cleanup_pending=tuple(str(i) for i in deleted.get("cleanup_pending", [])),
-            replayed=response.headers.get(REPLAYED_HEADER) == "true",
-            attempts=failures,
-            rate_limit_waits=waits,
-            waited_seconds=waited,
+            replayed=answer.replayed,
+            attempts=answer.failures,
+            rate_limit_waits=answer.waits,
+            waited_seconds=answer.waited,
         )
     except (TypeError, KeyError, ValueError, AttributeError) as error:
         raise ProtocolError(

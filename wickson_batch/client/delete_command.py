@@ -28,7 +28,7 @@ import click
 import httpx
 
 from ..protocol import DEFAULT_MAX_BATCH_SIZE as DEFAULT_BATCH_SIZE
-from ..protocol import MEDIA_ID_RULE, is_media_id
+from ..protocol import MEDIA_ID_RULE, Scope, is_media_id
 from .client import (
     ApiError,
     Batch,
@@ -37,6 +37,7 @@ from .client import (
     WicksonClient,
     WicksonError,
 )
+from .command_options import api_key_option, url_option
 
 SENDING = "sending"
 REFUSED = "refused"  # the server answered a batch with a final 4xx: it changed nothing
@@ -223,14 +224,8 @@ def failure_counts(result: DeleteResult) -> str:
 
 
 @click.command()
-@click.option("--url", required=True, help="The service's base URL, e.g. http://127.0.0.1:8000.")
-@click.option(
-    "--api-key",
-    envvar="WICKSON_API_KEY",
-    show_envvar=True,
-    required=True,
-    help="A key with the media:delete scope.",
-)
+@url_option
+@api_key_option(Scope.DELETE)
 @click.option(
     "--ids-file",
     type=click.File("r", encoding="utf-8-sig"),  # a BOM, as spreadsheet exports write, is not an id
