@@ -31,6 +31,8 @@ SERVER_PASS_SKIPS = {
     "tests/integration/test_client.py": "runs gunicorn on the embedded stores, reads SQLite",
     "tests/integration/test_observability.py": "runs gunicorn on the embedded stores",
     "tests/integration/test_bench_smoke.py": "benchmarks the embedded stores",
+    "tests/integration/test_vacuum.py": "vacuums the embedded engine and a SQLite file",
+    "tests/integration/test_soak.py": "soaks a server on the embedded stores",
     "tests/integration/test_deletion_state_machine.py": "builds its own SQLite and qdrant-edge",
     "tests/integration/test_concurrency.py::test_overlapping_batches_from_processes_"
     "delete_each_id_once": "runs gunicorn on the embedded stores",
