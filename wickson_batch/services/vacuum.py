@@ -10,10 +10,14 @@ SQLite's free pages back. A Qdrant server vacuums its own segments: there is not
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import structlog
 
@@ -58,6 +62,29 @@ class VacuumStep:
     rewritten: bool
 
 
+@cache
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_heap() -> None:
+    """Hand back to the system the heap a step allocated and freed (glibc's malloc_trim).
+
+    A step's buffers are freed when it ends, but with a dozen threads glibc keeps them in
+    its arenas: in a soak each vacuum left the worker's anonymous memory 25-36 MiB higher
+    (174 -> 241 MiB in 15 minutes); trimmed after each step, it fell to 121 MiB instead.
+    Elsewhere than glibc there is nothing to call.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def vacuum_space(
     vectors: VectorIndex, space: Space, gate: TransactionGate, drain: float = DRAIN_SECONDS
 ) -> VacuumStep | None:
@@ -75,6 +102,7 @@ def vacuum_space(
         started, clock = time.time(), time.perf_counter()
         rewritten = vectors.optimize(space)
         seconds = time.perf_counter() - clock
+    release_heap()
     step = VacuumStep(space, started, seconds, points.deleted, points.live, rewritten)
     log.info(
         "vacuum.step",
@@ -158,6 +186,7 @@ class Vacuum:
         pages = self.db.reclaim_pages()
         if pages:
             log.info("vacuum.sqlite_pages_freed", pages=pages)
+        release_heap()  # at every look: what the requests freed meanwhile, too
         return steps
 
     def _run(self) -> None:
