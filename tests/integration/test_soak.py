@@ -52,6 +52,7 @@ def test_a_short_soak_vacuums_under_load_and_ends_consistent(tmp_path: Path) -> 
         assert PROCESS_FIGURES | DISK_FIGURES <= set(report)
         assert sum(report["requests"].values()) > 0
     assert figures["vacuum"]["steps"] >= 2  # both spaces at least once
-    runs = figures["vacuum_metrics"]["wickson_vacuum_runs_total"]
-    assert sum(value for _, value in runs) == figures["vacuum"]["steps"]
+    # /metrics is read when the load stops; the log also holds steps taken after it.
+    runs = sum(value for _, value in figures["vacuum_metrics"]["wickson_vacuum_runs_total"])
+    assert 2 <= runs <= figures["vacuum"]["steps"]
     assert "[report 1]" in done.stdout and "soak passed" in done.stdout
