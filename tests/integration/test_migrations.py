@@ -267,8 +267,8 @@ def test_0004_makes_sqlite_give_pages_back_and_keeps_every_row(
                 owner="alice",
                 hd_vectors=[vector(config.hd_dim, n)],
                 ld_vectors=[vector(config.ld_dim, n)],
-                title="x" * 2000,  # rows big enough to leave free pages behind
-                metadata={"n": n},
+                title=f"clip {n}",
+                metadata={"n": n, "pad": "x" * 2000},  # rows that leave free pages behind
             ).media_id
             for n in range(200)
         ]
