@@ -32,6 +32,8 @@ SERVER_PASS_SKIPS = {
     "tests/integration/test_client.py": "runs gunicorn on the embedded stores, reads SQLite",
     "tests/integration/test_observability.py": "runs gunicorn on the embedded stores",
     "tests/integration/test_bench_smoke.py": "benchmarks the embedded stores",
+    "tests/integration/test_vacuum.py": "vacuums the embedded engine and a SQLite file",
+    "tests/integration/test_soak.py": "soaks a server on the embedded stores",
     "tests/integration/test_deletion_state_machine.py": "builds its own SQLite and qdrant-edge",
     "tests/integration/test_outages.py::test_redis_hung_then_stopped_limits_from_memory_"
     "and_returns": "runs gunicorn on the embedded stores with its own redis-server",

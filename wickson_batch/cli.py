@@ -1,4 +1,4 @@
-"""The `wickson-batch` console script: db, keys, seed, reconcile, check, delete, jobs."""
+"""The `wickson-batch` console script: db, keys, seed, reconcile, check, optimize, delete, jobs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from .models import iso_utc
 from .protocol import SCOPES
 from .services import cleanup, keys
 from .services.errors import STORE_ERRORS, DomainError
-from .services.stores import Stores
+from .services.stores import Stores, vacuum_policy
+from .services.vacuum import vacuum_due
 
 # What a command reports as a one-line error, never a traceback.
 _OPERATOR_ERRORS: tuple[type[Exception], ...] = (DomainError, SchemaError, *STORE_ERRORS)
@@ -290,3 +291,43 @@ def check() -> None:
     else:
         click.echo("INCONSISTENT: run `wickson-batch reconcile`", err=True)
         sys.exit(1)
+
+
+def _mib(size: int | None) -> str:
+    return "-" if size is None else f"{size / (1024 * 1024):.1f} MiB"
+
+
+@main.command()
+@click.option(
+    "--if-due",
+    is_flag=True,
+    help="Only the spaces the server would vacuum now (VACUUM_DELETED_THRESHOLD, "
+    "VACUUM_MAX_AGE_SECONDS).",
+)
+def optimize(if_due: bool) -> None:
+    """Vacuum the embedded vector store now and give SQLite's free pages back.
+
+    Every deleted point's vector leaves the segment files. With the embedded store the
+    server must be stopped (the server vacuums by itself, every VACUUM_INTERVAL_SECONDS);
+    a Qdrant server vacuums its collections itself, so there is nothing to do there.
+    """
+    settings = _settings()
+    with _stores() as held:
+        before = held.vectors.disk_bytes()
+        steps = vacuum_due(
+            held.vectors, held.db.gate, vacuum_policy(settings), force=not if_due, pause=0
+        )
+        after = held.vectors.disk_bytes()
+        pages = held.db.reclaim_pages()
+    if before is None:
+        click.echo("the Qdrant server vacuums its collections itself: nothing to do")
+    for step in steps:
+        click.echo(
+            f"{step.space}: vacuumed in {step.seconds:.2f} s ({step.deleted} points counted "
+            f"deleted, {step.live} live)"
+        )
+    if before is not None:
+        if not steps:
+            click.echo("no space is due a vacuum")
+        click.echo(f"vector store on disk: {_mib(before)} -> {_mib(after)}")
+    click.echo(f"sqlite pages given back: {pages}")

@@ -104,6 +104,12 @@ class Settings:
     job_lease_seconds: float = 30.0
     job_poll_interval_seconds: float = 1.0
     job_points_per_call: int = 1_000
+    # The vacuum (beside the reconciler, embedded vector store only): how often it looks,
+    # the deleted share of a space's points that makes it vacuum that space, and how long a
+    # deletion may wait at most, however small the share, before its vectors are vacuumed.
+    vacuum_interval_seconds: float = 600.0
+    vacuum_deleted_threshold: float = 0.2
+    vacuum_max_age_seconds: float = 86_400.0
     # How long opening the embedded vector store waits for another process to let it go:
     # 0 refuses at once (the console script while the server runs). gunicorn.conf.py sets
     # it past graceful_timeout, so that a reload's new worker outwaits the old one.
@@ -261,6 +267,14 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "RATELIMIT_STORAGE_TIMEOUT_SECONDS must be more than 0, "
             f"got {settings.ratelimit_storage_timeout_seconds}"
+        )
+    for key in ("vacuum_interval_seconds", "vacuum_max_age_seconds"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{key.upper()} must be more than 0, got {getattr(settings, key)}")
+    if not 0 < settings.vacuum_deleted_threshold <= 1:
+        raise ConfigError(
+            "VACUUM_DELETED_THRESHOLD must be more than 0 and at most 1, "
+            f"got {settings.vacuum_deleted_threshold}"
         )
     if settings.qdrant_write_ordering not in QDRANT_WRITE_ORDERINGS:
         raise ConfigError(

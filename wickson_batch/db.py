@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +44,15 @@ _VERSION_TABLE = "alembic_version"
 
 T = TypeVar("T")
 
+# Statements a migration leaves to run after its transaction commits, outside any
+# transaction (SQLite's VACUUM cannot run in one): `outside_transaction` queues them.
+_AFTER_COMMIT = "wickson_after_commit"
+# SQLite's `PRAGMA auto_vacuum` value for INCREMENTAL.
+SQLITE_INCREMENTAL_VACUUM = 2
+# Pages one `PRAGMA incremental_vacuum(N)` frees (4 MiB at the default page size): each
+# step is a short write transaction, so requests' writes wait no longer than that.
+RECLAIM_STEP_PAGES = 1024
+
 log = structlog.get_logger("wickson_batch")
 
 
@@ -76,6 +87,22 @@ def alembic_config(connection: Connection | None = None, stdout: TextIO | None =
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def outside_transaction(connection: Connection, *statements: str) -> None:
+    """Run `statements` on `connection` once the migration's transaction has committed.
+
+    For the statements a transaction refuses (SQLite's VACUUM). They run in the same
+    process, still under the migration lock; if the transaction fails, they never run.
+    """
+    connection.info.setdefault(_AFTER_COMMIT, []).extend(statements)
+
+
+def _run_after_commit(connection: Connection) -> None:
+    statements: list[str] = connection.info.pop(_AFTER_COMMIT, [])
+    for statement in statements:
+        connection.exec_driver_sql(statement)
+        connection.commit()
 
 
 def _revision(connection: Connection) -> str | None:
@@ -150,15 +177,82 @@ def connection_lost(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
+class TransactionGate:
+    """Open transactions hold it shared; a pause of the whole process holds it alone.
+
+    The embedded vector engine's vacuum holds the GIL for its whole run, freezing every
+    thread: one frozen inside a transaction would keep its database locks, and the requests
+    waiting for them would time out (503). A pause therefore waits for the open
+    transactions to end and holds new ones back until it is over. Re-entrant per thread, so
+    a transaction opened inside another never waits for a pause that waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._open = 0
+        self._pausing = False
+        self._mine = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the gate shared for one transaction (waits while a pause runs)."""
+        depth = getattr(self._mine, "depth", 0)
+        if not depth:
+            with self._condition:
+                self._condition.wait_for(lambda: not self._pausing)
+                self._open += 1
+        self._mine.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._mine.depth = depth
+            if not depth:
+                with self._condition:
+                    self._open -= 1
+                    self._condition.notify_all()
+
+    @contextmanager
+    def paused(self, timeout: float) -> Iterator[bool]:
+        """Hold new transactions back and wait up to `timeout` s for the open ones to end.
+
+        Yields whether they all ended; if not, the pause is over at once (yields False).
+        """
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            self._condition.wait_for(lambda: not self._pausing)
+            self._pausing = True
+            drained = self._condition.wait_for(
+                lambda: self._open == 0, max(0.0, deadline - time.monotonic())
+            )
+            if not drained:
+                self._pausing = False
+                self._condition.notify_all()
+        if not drained:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._condition:
+                self._pausing = False
+                self._condition.notify_all()
+
+
 class UnitOfWork:
     """One transaction: `commit()` makes it count, leaving the block otherwise rolls back."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], gate: TransactionGate) -> None:
         self._sessions = sessions
+        self._gate = gate.transaction()
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
-        self.session = self._sessions()
+        self._gate.__enter__()
+        try:
+            self.session = self._sessions()
+        except BaseException:
+            self._gate.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(
@@ -171,6 +265,8 @@ class UnitOfWork:
             self.session.close()  # rolls back whatever was not committed
         except DBAPIError:
             pass  # the connection is gone; the original error says why
+        finally:
+            self._gate.__exit__(None, None, None)
         if exc is not None and _is_unavailable(exc):
             raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
 
@@ -205,6 +301,8 @@ class Database:
             url, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms
         )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Held by every unit of work; the vector vacuum pauses transactions with it.
+        self.gate = TransactionGate()
 
     @property
     def dialect(self) -> str:
@@ -213,7 +311,7 @@ class Database:
 
     def unit_of_work(self) -> UnitOfWork:
         """Start a unit of work."""
-        return UnitOfWork(self.sessions)
+        return UnitOfWork(self.sessions, self.gate)
 
     def upgrade_schema(self) -> SchemaChange:
         """Migrate the schema to the newest revision (head), one process at a time.
@@ -276,8 +374,14 @@ class Database:
             with self._file_lock(), self.engine.connect() as connection:
                 self._untimed(connection)
                 try:
-                    with self._advisory_lock(connection), connection.begin():
-                        return step(connection)
+                    with self._advisory_lock(connection):
+                        try:
+                            with connection.begin():
+                                result = step(connection)
+                            _run_after_commit(connection)
+                        finally:
+                            connection.info.pop(_AFTER_COMMIT, None)
+                        return result
                 finally:
                     if self.dialect == "postgresql":
                         connection.invalidate()  # not back to the pool without its timeouts
@@ -383,6 +487,53 @@ class Database:
                 detail="PostgreSQL runs with fsync = off: an acknowledged deletion can be "
                 "lost when the database host crashes",
             )
+
+    def reclaim_pages(self, step_pages: int = RECLAIM_STEP_PAGES) -> int:
+        """Give SQLite's free pages back to the filesystem; return how many.
+
+        Only a SQLite file in incremental auto-vacuum mode (set by revision
+        0004_sqlite_incremental_vacuum) has pages to give; PostgreSQL's autovacuum does
+        this itself. The pages go in short steps, then a passive checkpoint lets the file
+        shrink without waiting for readers.
+        """
+        if self.dialect != "sqlite":
+            return 0
+        freed = 0
+        raw = self.engine.raw_connection()
+        try:
+            sqlite: Any = raw.driver_connection
+            # A read first: the pragma answers from the header as this connection last read
+            # it, which a migration's VACUUM on another connection may have changed since.
+            sqlite.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if sqlite.execute("PRAGMA auto_vacuum").fetchone()[0] != SQLITE_INCREMENTAL_VACUUM:
+                return 0
+            while free := int(sqlite.execute("PRAGMA freelist_count").fetchone()[0]):
+                pages = min(free, step_pages)
+                # Not execute(): the sqlite3 module steps a statement without result columns
+                # once, and incremental_vacuum frees one page per step. A script runs it out.
+                sqlite.executescript(f"PRAGMA incremental_vacuum({pages});")
+                freed += pages
+            if freed:
+                sqlite.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            raw.close()
+        return freed
+
+    def disk_bytes(self) -> dict[str, int] | None:
+        """Return the bytes on disk of a SQLite file and its WAL; None for a server database."""
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database:
+            return None
+        if parsed.database == ":memory:":
+            return None
+        path = os.path.abspath(parsed.database)
+        sizes = {}
+        for name, file in (("sqlite", path), ("sqlite_wal", f"{path}-wal")):
+            try:
+                sizes[name] = os.stat(file).st_blocks * 512
+            except FileNotFoundError:
+                sizes[name] = 0
+        return sizes
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -14,6 +14,7 @@ from tests.helpers import Caller, settings_for, stores_of, unknown_id
 from wickson_batch import create_app
 from wickson_batch.config import env_overlay
 from wickson_batch.services.cleanup import drain_cleanup
+from wickson_batch.services.vacuum import VacuumPolicy, vacuum_due
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -109,6 +110,50 @@ def test_pending_cleanup_is_read_from_the_database(
     drain_cleanup(held.db, real, grace=timedelta(0))
 
     assert value(scrape(client), "wickson_cleanup_tasks_pending") == 0
+
+
+def test_the_vacuum_and_the_bytes_on_disk_are_shown(
+    alice: Caller, client: FlaskClient, app: Flask, engine: str
+) -> None:
+    held = stores_of(app)
+    ids = [alice.create(hd=2, ld=1, seed=n) for n in range(3)]
+    alice.delete_batch(ids[:2])
+    embedded = engine == "edge"
+
+    samples = scrape(client)
+
+    assert value(samples, "wickson_vacuum_runs_total", space="hd") == 0
+    pending = {
+        dict(labels)["space"]: found
+        for (name, labels), found in samples.items()
+        if name == "wickson_vacuum_points_pending"
+    }
+    assert pending == ({"hd": 4, "ld": 2} if embedded else {})  # a Qdrant server: its own
+    stores = {
+        dict(labels)["store"]
+        for (name, labels), _ in samples.items()
+        if name == "wickson_store_bytes"
+    }
+    on_sqlite = held.db.dialect == "sqlite"
+    expected = ({"vectors"} if embedded else set()) | (
+        {"sqlite", "sqlite_wal"} if on_sqlite else set()
+    )
+    assert stores == expected
+    if on_sqlite:
+        assert value(samples, "wickson_store_bytes", store="sqlite") > 0
+
+    policy = VacuumPolicy(threshold=0.2, max_age_seconds=3600)
+    for step in vacuum_due(held.vectors, held.db.gate, policy, pause=0):
+        for observe in held.vacuum_observers:
+            observe(step)
+    samples = scrape(client)
+
+    runs = 1 if embedded else 0
+    assert value(samples, "wickson_vacuum_runs_total", space="hd") == runs
+    assert value(samples, "wickson_vacuum_runs_total", space="ld") == runs
+    if embedded:
+        assert value(samples, "wickson_vacuum_duration_seconds_count", space="hd") == 1
+        assert value(samples, "wickson_vacuum_points_pending", space="hd") == 0
 
 
 def test_metrics_can_be_switched_off(tmp_path: Path) -> None:

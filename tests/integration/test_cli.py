@@ -334,6 +334,40 @@ def test_command_needing_the_locked_store_says_to_stop_the_server(
     assert isinstance(result.exception, SystemExit)
 
 
+def test_optimize_refuses_while_the_store_is_open_elsewhere(invoke: Invoke, data_dir: Path) -> None:
+    held = EdgeIndex(str(data_dir), {"hd": 8, "ld": 4})
+    held.ensure()
+    try:
+        result = invoke("optimize")
+    finally:
+        held.close()
+
+    assert result.exit_code == 1
+    assert "stop the server" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_optimize_vacuums_every_space_or_only_those_due(invoke: Invoke) -> None:
+    assert invoke("seed", "--owner", "alice", "--count", "20").exit_code == 0
+
+    due = invoke("optimize", "--if-due")
+    forced = invoke("optimize")
+
+    assert due.exit_code == 0, due.output
+    assert due.stdout.splitlines()[0] == "no space is due a vacuum"
+    assert re.fullmatch(
+        r"vector store on disk: [0-9.]+ MiB -> [0-9.]+ MiB", due.stdout.splitlines()[1]
+    )
+    assert forced.exit_code == 0, forced.output
+    lines = forced.stdout.splitlines()
+    for line, space in zip(lines, ("hd", "ld"), strict=False):
+        assert re.fullmatch(
+            rf"{space}: vacuumed in [0-9.]+ s \(0 points counted deleted, 20 live\)", line
+        ), line
+    assert lines[3].startswith("sqlite pages given back: ")
+    assert invoke("check").stdout.splitlines()[-1] == "consistent"
+
+
 # live media whose points are gone
 
 

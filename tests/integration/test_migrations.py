@@ -49,7 +49,9 @@ from wickson_batch.services.stores import Stores
 from wickson_batch.vectors import build_vector_index
 
 FIRST = "0001_initial"
-HEAD = "0003_deletion_jobs"
+HEAD = "0004_sqlite_incremental_vacuum"
+# The revision before 0004, which it is tested from.
+BEFORE_VACUUM = "0003_deletion_jobs"
 # The first revision's tables (release 0.1.0's), and every table at head.
 TABLES = {"api_keys", "media", "cleanup_tasks", "operations", "idempotency_keys"}
 ALL_TABLES = TABLES | {"deletion_jobs", "deletion_job_items"}
@@ -313,6 +315,66 @@ def test_0002_downgrades_to_0001_keeping_every_row(engine: Engine, url: str) -> 
     assert rows(engine) == before
     assert "parent_id" not in {column["name"] for column in inspect(engine).get_columns("media")}
     assert len(media_rows(engine)) == 4
+
+
+def auto_vacuum(engine: Engine) -> int | None:
+    """SQLite's auto_vacuum mode (0 none, 2 incremental); None on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as connection:
+        # A read first: the pragma answers from the header as the connection last read it.
+        connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+        return int(connection.exec_driver_sql("PRAGMA auto_vacuum").scalar() or 0)
+
+
+def test_0004_makes_sqlite_give_pages_back_and_keeps_every_row(
+    tmp_path: Path, url: str, engine: Engine
+) -> None:
+    config = settings(tmp_path)
+    db = Database(url)
+    inner = build_vector_index(config)
+    inner.ensure()
+    try:
+        db.upgrade_schema()
+        db.downgrade_schema(BEFORE_VACUUM)
+        assert auto_vacuum(engine) in (0, None)
+        info, secret = keys.create_key(db, owner="alice", name="ci")
+        ids = [
+            media.create_media(
+                db,
+                inner,
+                owner="alice",
+                hd_vectors=[vector(config.hd_dim, n)],
+                ld_vectors=[vector(config.ld_dim, n)],
+                title=f"clip {n}",
+                metadata={"n": n, "pad": "x" * 2000},  # rows that leave free pages behind
+            ).media_id
+            for n in range(200)
+        ]
+        deletion.delete_batch(db, inner, owner="alice", media_ids=ids[:100], reason="r")
+        before = rows(engine)
+
+        change = db.upgrade_schema()
+
+        assert (change.before, change.after) == (BEFORE_VACUUM, HEAD)
+        assert rows(engine) == before
+        assert differences(engine) == []
+        found = keys.authenticate(db, secret)
+        assert found is not None and found.key_id == info.id
+        deletion.delete_batch(db, inner, owner="alice", media_ids=ids[100:], reason="r")
+        if engine.dialect.name == "sqlite":
+            assert auto_vacuum(engine) == 2  # INCREMENTAL
+            assert db.reclaim_pages() > 0
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA freelist_count").scalar() == 0
+        else:
+            assert db.reclaim_pages() == 0  # PostgreSQL's autovacuum does it
+        db.downgrade_schema(BEFORE_VACUUM)
+        assert auto_vacuum(engine) in (0, None)
+        assert db.reclaim_pages() == 0
+    finally:
+        inner.close()
+        db.dispose()
 
 
 def test_an_unknown_revision_is_a_one_line_error(url: str) -> None:

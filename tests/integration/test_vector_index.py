@@ -570,3 +570,29 @@ def test_prefer_grpc_without_grpc_fails_at_once_and_never_falls_back_to_rest(
     versions_checked()
     # Only qdrant-client's version check goes over REST; the calls went to gRPC.
     assert [(r.method, r.path) for r in standin.engine.requests] == [("GET", "/")]
+
+
+# Vacuum
+
+
+def test_edge_counts_deletions_until_a_vacuum_rewrites_them_out(edge: EdgeIndex) -> None:
+    edge.upsert("hd", [p for n in range(10) for p in points_of(f"m{n}", "hd", 2)])
+    edge.delete("hd", point_ids_for("m0", "hd", 2) + point_ids_for("m1", "hd", 2))
+
+    counted = edge.deleted_points("hd")
+    assert (counted.deleted, counted.live, counted.share) == (4, 16, 0.2)
+    assert counted.oldest is not None and counted.oldest <= time.time()
+    assert edge.deleted_points("ld").deleted == 0
+
+    assert edge.optimize("hd") is True
+    vacuumed = edge.deleted_points("hd")
+    assert (vacuumed.deleted, vacuumed.live, vacuumed.oldest) == (0, 16, None)
+    assert edge.count("hd") == 16 and edge.count("hd", "m2") == 2
+    assert edge.disk_bytes() > 0
+
+
+@pytest.mark.parametrize("index", ["server", "standin"], indirect=True)
+def test_a_qdrant_server_vacuums_itself(index: VectorIndex) -> None:
+    assert index.deleted_points("hd") is None
+    assert index.optimize("hd") is False
+    assert index.disk_bytes() is None

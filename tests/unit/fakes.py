@@ -15,6 +15,7 @@ import httpx
 from wickson_batch.db import Database
 from wickson_batch.models import Media, MediaState
 from wickson_batch.vectors.base import (
+    DeletedPoints,
     Hit,
     Space,
     StoredPoint,
@@ -62,6 +63,15 @@ class FakeVectors:
             yield stored[start : start + batch_size]
 
     def ping(self) -> None: ...
+
+    def deleted_points(self, space: Space) -> DeletedPoints | None:
+        return None
+
+    def optimize(self, space: Space) -> bool:
+        return False
+
+    def disk_bytes(self) -> int | None:
+        return None
 
     def flush(self) -> None: ...
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route, batch and job outcomes, pending cleanup; GET /metrics."""
+"""Prometheus metrics: requests by route, batch and job outcomes, pending cleanup, the
+vacuum and the stores' bytes on disk; GET /metrics."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from ..services.cleanup import pending_cleanup_count
 from ..services.deletion import BatchOutcome
 from ..services.jobs import count_by_status
 from ..services.stores import Stores
-from ..vectors.base import SPACES
+from ..services.vacuum import VacuumStep
+from ..vectors.base import SPACES, VectorStoreError
 from .context import stores
 
 # Set by gunicorn.conf.py before any worker imports prometheus_client: every worker then
@@ -42,6 +44,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 UNMATCHED_ROUTE = "<unmatched>"
 _BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_VACUUM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 log = structlog.get_logger("wickson_batch")
 bp = Blueprint("metrics", __name__)
@@ -135,8 +138,22 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.vacuum_runs = Counter(
+            "wickson_vacuum_runs",
+            "Vacuums of a space of the embedded vector store (deleted points rewritten out)",
+            ["space"],
+            registry=registry,
+        )
+        self.vacuum_seconds = Histogram(
+            "wickson_vacuum_duration_seconds",
+            "Time one vacuum of a space took (the engine holds the process meanwhile)",
+            ["space"],
+            buckets=_VACUUM_BUCKETS,
+            registry=registry,
+        )
         for space in SPACES:  # present from the first scrape, at 0
             self.vectors_deleted.labels(space=space)
+            self.vacuum_runs.labels(space=space)
 
     def observe_batch(self, outcome: BatchOutcome) -> None:
         """Count one processed batch deletion."""
@@ -165,6 +182,11 @@ class Metrics:
         self.job_media_failed.inc(len(outcome.failed))
         self.job_chunk_seconds.observe(work)
         self.job_throughput.set(done / cycle if cycle > 0 else 0)
+
+    def observe_vacuum(self, step: VacuumStep) -> None:
+        """Count one vacuum step."""
+        self.vacuum_runs.labels(space=step.space).inc()
+        self.vacuum_seconds.labels(space=step.space).observe(step.seconds)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request."""
@@ -220,6 +242,44 @@ class JobsCollector(Collector):
         return []
 
 
+class StorageCollector(Collector):
+    """Reads, at scrape time, the points awaiting a vacuum and each store's bytes on disk."""
+
+    def __init__(self, held: Stores) -> None:
+        self.held = held
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pending = GaugeMetricFamily(
+            "wickson_vacuum_points_pending",
+            "Points deleted but still in the embedded vector store's files, by space "
+            "(absent on a Qdrant server, which vacuums itself)",
+            labels=["space"],
+        )
+        try:
+            for space in SPACES:
+                points = self.held.vectors.deleted_points(space)
+                if points is not None:
+                    pending.add_metric([space], points.deleted)
+        except VectorStoreError as error:
+            log.warning("metrics.vacuum_pending_unavailable", error=str(error))
+        yield pending
+        stored = GaugeMetricFamily(
+            "wickson_store_bytes",
+            "Bytes on this machine's disk: the embedded vector store (`vectors`), the SQLite "
+            "file (`sqlite`) and its write-ahead log (`sqlite_wal`)",
+            labels=["store"],
+        )
+        vectors = self.held.vectors.disk_bytes()
+        if vectors is not None:
+            stored.add_metric(["vectors"], vectors)
+        for name, size in (self.held.db.disk_bytes() or {}).items():
+            stored.add_metric([name], size)
+        yield stored
+
+    def describe(self) -> list[Any]:
+        return []  # nothing is read at registration time
+
+
 def multiprocess_mode() -> bool:
     """Return whether samples are shared between processes through PROMETHEUS_MULTIPROC_DIR."""
     return bool(os.environ.get(MULTIPROC_ENV))
@@ -253,6 +313,7 @@ def _scrape_registry() -> CollectorRegistry:
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(PendingCleanupCollector(stores()))
     registry.register(JobsCollector(stores()))
+    registry.register(StorageCollector(stores()))
     return registry
 
 
@@ -268,9 +329,11 @@ def init_app(app: Flask, settings: Settings, held: Stores) -> None:
     metrics = Metrics(registry)
     app.extensions[EXTENSION] = metrics
     held.chunk_observers.append(metrics.observe_chunk)
+    held.vacuum_observers.append(metrics.observe_vacuum)
     if not multiprocess_mode():
         registry.register(PendingCleanupCollector(held))
         registry.register(JobsCollector(held))
+        registry.register(StorageCollector(held))
     app.before_request(_start_timer)
     app.after_request(_count_request)
     if settings.metrics_enabled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -15,6 +16,7 @@ from ..vectors import build_vector_index
 from ..vectors.base import VectorIndex, VectorStoreLocked
 from .cleanup import Reconciler
 from .job_runner import ChunkObserver, JobRunner, RunnerSettings
+from .vacuum import Vacuum, VacuumPolicy, VacuumStep
 
 # One file per serving process, `DATA_DIR/run/<pid>.running`, locked while the process
 # lives and removed at a clean stop. One that can be locked by someone else was left by a
@@ -72,6 +74,9 @@ class Stores:
     db: Database
     vectors: VectorIndex
     reconciler: Reconciler | None = None
+    vacuum: Vacuum | None = None
+    # Told of every vacuum step the background vacuum makes (the metrics count them).
+    vacuum_observers: list[Callable[[VacuumStep], None]] = field(default_factory=list)
     marker: str | None = None
     marker_fd: int | None = None
     job_runner: JobRunner | None = None
@@ -93,7 +98,10 @@ class Stores:
         return cls(db, vectors)
 
     def start_reconciler(self, settings: Settings) -> None:
-        """Run the reconciler in this process; after an unclean stop, scan for orphans first."""
+        """Run the reconciler and the vacuum in this process.
+
+        After an unclean stop the reconciler scans for orphans first.
+        """
         self.marker, self.marker_fd, unclean = claim_run_marker(settings.data_dir)
         self.reconciler = Reconciler(
             self.db,
@@ -103,6 +111,14 @@ class Stores:
             full_scan_first=unclean,
         )
         self.reconciler.start()
+        self.vacuum = Vacuum(
+            self.db,
+            self.vectors,
+            vacuum_policy(settings),
+            interval=settings.vacuum_interval_seconds,
+            observers=self.vacuum_observers,
+        )
+        self.vacuum.start()
 
     def start_job_runner(self, settings: Settings) -> None:
         """Run the deletion-job runner in this process."""
@@ -126,11 +142,17 @@ class Stores:
         )
 
     def close(self) -> None:
-        """Stop the background threads, flush and release both stores; a clean stop clears
-        the marker."""
+        """Stop the background threads, flush and release both stores.
+
+        A clean stop clears the marker.
+        """
         if self.job_runner is not None:  # first: it may be deleting a chunk's points
             self.job_runner.stop()
             self.job_runner = None
+        if self.vacuum is not None:
+            # A step under way runs to its end (the engine cannot be interrupted): wait.
+            self.vacuum.stop(timeout=120)
+            self.vacuum = None
         scan_owed = False
         if self.reconciler is not None:
             self.reconciler.stop()
@@ -145,6 +167,11 @@ class Stores:
         if self.marker_fd is not None:
             os.close(self.marker_fd)
         self.marker, self.marker_fd = None, None
+
+
+def vacuum_policy(settings: Settings) -> VacuumPolicy:
+    """Return the vacuum's policy of `settings`."""
+    return VacuumPolicy(settings.vacuum_deleted_threshold, settings.vacuum_max_age_seconds)
 
 
 def _ensure(vectors: VectorIndex, wait: float) -> None:

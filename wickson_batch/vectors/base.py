@@ -52,6 +52,22 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletedPoints:
+    """A space's points deleted but still in its files, as this service counted them."""
+
+    deleted: int
+    live: int
+    # Unix time of the oldest deletion not yet vacuumed; None when there is none.
+    oldest: float | None
+
+    @property
+    def share(self) -> float:
+        """Return the deleted points' share of all the points in the files (0..1)."""
+        total = self.deleted + self.live
+        return self.deleted / total if total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class StoredPoint:
     """A point as a scan sees it."""
 
@@ -90,6 +106,21 @@ class VectorIndex(Protocol):
 
     def ping(self) -> None:
         """Raise VectorStoreError unless the store answers."""
+        ...
+
+    def deleted_points(self, space: Space) -> DeletedPoints | None:
+        """Return what deleted points a space still holds; None if the store vacuums itself."""
+        ...
+
+    def optimize(self, space: Space) -> bool:
+        """Vacuum one space's deleted points out of its files now, blocking until done.
+
+        Return whether anything was rewritten (False as well for a store that vacuums itself).
+        """
+        ...
+
+    def disk_bytes(self) -> int | None:
+        """Return the bytes the store occupies on this machine's disk; None if it is remote."""
         ...
 
     def flush(self) -> None:

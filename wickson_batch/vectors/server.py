@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 import structlog
 from qdrant_client import QdrantClient, models
 
-from .base import COLLECTIONS, SPACES, Hit, Space, StoredPoint, VectorPoint, VectorStoreError
+from .base import (
+    COLLECTIONS,
+    SPACES,
+    DeletedPoints,
+    Hit,
+    Space,
+    StoredPoint,
+    VectorPoint,
+    VectorStoreError,
+)
 
 T = TypeVar("T")
 
@@ -267,6 +276,18 @@ class ServerIndex:
 
     def flush(self) -> None:
         """Nothing to do: every write waits for the server to apply it."""
+
+    def deleted_points(self, space: Space) -> DeletedPoints | None:
+        """None: a Qdrant server's own optimizers vacuum its segments (deleted_threshold)."""
+        return None
+
+    def optimize(self, space: Space) -> bool:
+        """Nothing to do: a Qdrant server vacuums its segments itself, in the background."""
+        return False
+
+    def disk_bytes(self) -> int | None:
+        """None: the store is on the Qdrant server's disks, not this machine's."""
+        return None
 
     def close(self) -> None:
         """Close the client."""
