@@ -13,6 +13,7 @@ from ..protocol import ITEM_STATUSES, JOBS_PATH, REPLAYED_HEADER, Scope
 from ..services import jobs
 from ..services.errors import JobNotFound
 from ..services.jobs import ItemView, JobView
+from ..services.paging import MAX_CURSOR_CHARS
 from ..services.selection import parse_selection
 from .auth import require_principal, require_scope
 from .context import stores
@@ -31,8 +32,6 @@ bp = Blueprint("jobs", __name__, url_prefix=JOBS_PATH)
 
 JOB_ID_PATTERN = "^job_[0-9a-f]{32}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN.strip("^$"))
-# The longest cursor any listing here hands out is far shorter.
-MAX_CURSOR = 512
 
 _create_request = CreateJobRequest()
 _job_response = JobResponse()
@@ -103,7 +102,7 @@ def _limit() -> int:
 
 def _cursor() -> str | None:
     raw = _one("cursor")
-    if raw is not None and (not raw or len(raw) > MAX_CURSOR):
+    if raw is not None and (not raw or len(raw) > MAX_CURSOR_CHARS):
         raise InvalidRequest(
             "Invalid cursor: pass the next_cursor of the previous page unchanged",
             {"parameter": "cursor"},

@@ -34,7 +34,7 @@ from ..services.paging import CURSOR_PATTERN
 from ..services.selection import MAX_QUERY_VALUE_CHARS, TIME_PATTERN
 from . import docs, schemas
 from .context import settings
-from .jobs import JOB_ID_PATTERN, MAX_CURSOR
+from .jobs import JOB_ID_PATTERN
 from .requests import FLAG_FALSE, FLAG_TRUE, IDEMPOTENCY_KEY_PATTERN
 
 bp = Blueprint("openapi", __name__)
@@ -401,7 +401,7 @@ _PAGING = [
         "cursor",
         "The next_cursor of the previous page, unchanged; absent: the first page. Given "
         "twice, it is refused (400).",
-        {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR},
+        {"type": "string", "pattern": CURSOR_PATTERN},
     ),
 ]
 _JOB_ID_PARAMETER = {
