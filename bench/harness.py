@@ -159,6 +159,9 @@ class Store:
             "RATE_LIMIT_DEFAULT": "100000000/minute",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
+            # 16 clients queue for SQLite's one writer; on a loaded 2-core machine the
+            # default 2 s wait for the lock ran out (a 503) and ended the run.
+            "DB_LOCK_TIMEOUT_MS": "30000",
         }
         if self.engine == "qdrant-local":
             env["QDRANT_URL"] = f"file://{self.root / 'qdrant-local'}"
