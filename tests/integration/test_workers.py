@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import pytest
 from qdrant_client import QdrantClient
+from sqlalchemy import create_engine, text
 
 from tests import servers
 from tests.live_server import ROOT, Server, local_url, server_env
@@ -299,3 +300,130 @@ def test_workers_starting_at_once_on_fresh_stores_all_come_up(
         assert [getattr(size, "size", None) for size in sizes] == [8, 4]
     finally:
         index.close()
+
+
+def lease_of(url: str, job_id: str) -> tuple[str, str | None, int, int | None]:
+    """The job's status, lease holder, deleted count and total, read from PostgreSQL."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT status, lease_holder, deleted, total FROM deletion_jobs WHERE id = :id"
+                ),
+                {"id": job_id},
+            ).one()
+    finally:
+        engine.dispose()
+    return str(row[0]), row[1], int(row[2]), row[3]
+
+
+def test_killing_the_worker_that_holds_a_jobs_lease_hands_the_job_on(
+    tmp_path: Path, qdrant_url: str, pg_redis: servers.ServerUrls
+) -> None:
+    stores = servers.server_settings(tmp_path)
+    env = server_env(
+        tmp_path,
+        DATABASE_URL=stores["DATABASE_URL"],
+        RATELIMIT_STORAGE_URI=stores["RATELIMIT_STORAGE_URI"],
+        QDRANT_URL=qdrant_url,
+        WEB_CONCURRENCY=str(WORKERS),
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
+        JOB_CHUNK_SIZE="50",
+        JOB_MAX_MEDIA_PER_SECOND="400",
+        JOB_LEASE_SECONDS="2",
+        JOB_POLL_INTERVAL_SECONDS="0.2",
+        RECONCILE_INTERVAL_SECONDS="0.5",
+        RECONCILE_GRACE_SECONDS="1",
+    )
+    workers = Workers(local_url(env), env, log_path=tmp_path / "gunicorn.log")
+    url = stores["DATABASE_URL"]
+    try:
+        # Seeded first: a running reconciler (grace 1 s) would take slow seeding for a crash.
+        key = workers.ok(workers.cli("keys", "create", "--owner", "acme")).strip()
+        ids = workers.ok(workers.cli("seed", "--owner", "acme", "--count", "2000")).split()
+        others = workers.ok(workers.cli("seed", "--owner", "other", "--count", "20")).split()
+        assert len(ids) == 2000
+        workers.start()
+        status, payload, _ = workers.request(
+            "POST", "/v1/deletion-jobs", {"selection": [{"all": True}]}, key
+        )
+        assert status == 202, payload
+        job_id = payload["data"]["job_id"]
+        killed: list[tuple[int, int]] = []  # (pid, deleted at the kill)
+        for _ in range(2):
+            deadline = time.monotonic() + 30
+            while True:  # a live worker holds the lease and has deleted since the last kill
+                state, holder, deleted, _ = lease_of(url, job_id)
+                dead = {pid for pid, _ in killed}
+                if (
+                    holder
+                    and int(holder.split(":")[1]) not in dead
+                    and (not killed or deleted > killed[-1][1])
+                    and state == "processing"
+                ):
+                    break
+                assert time.monotonic() < deadline, (state, holder, deleted)
+                time.sleep(0.1)
+            pid = int(holder.split(":")[1])  # host:pid:nonce
+            os.kill(pid, signal.SIGKILL)  # gunicorn starts another in its place
+            killed.append((pid, deleted))
+            time.sleep(0.3)
+        deadline = time.monotonic() + 90
+        while lease_of(url, job_id)[0] != "done":
+            assert time.monotonic() < deadline, lease_of(url, job_id)
+            time.sleep(0.2)
+        final = workers.request("GET", f"/v1/deletion-jobs/{job_id}", key=key)[1]["data"]
+        assert final["progress"] == {
+            "total": 2000,
+            "remaining": 0,
+            "deleted": 2000,
+            "failed": 0,
+            "hd_vectors": 2000,
+            "ld_vectors": 2000,
+        }
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                reported = connection.execute(
+                    text("SELECT media_id, status FROM deletion_job_items WHERE job_id = :id"),
+                    {"id": job_id},
+                ).all()
+                operations = connection.execute(text("SELECT count(*) FROM operations")).one()[0]
+                left = {row[0] for row in connection.execute(text("SELECT id FROM media"))}
+        finally:
+            engine.dispose()
+        assert sorted(m for m, _ in reported) == sorted(ids)  # each exactly once
+        assert {s for _, s in reported} == {"deleted"}
+        assert left == set(others)
+        assert operations >= 2000 // 50  # one per chunk (a chunk cut by a kill rolled back)
+        # The lease moved on after each kill: each killed worker had claimed the job, and
+        # another one claimed it after it.
+        logged = [e for e in entries(workers) if e.get("job_id") == job_id]
+        claimers = [int(e["pid"]) for e in logged if e.get("event") == "job.claimed"]
+        chunk_pids = {int(e["pid"]) for e in logged if e.get("event") == "job.chunk"}
+        assert [pid for pid, _ in killed] == claimers[:2] and len(set(claimers)) == 3
+        assert claimers[-1] in chunk_pids
+        assert workers.stop() == 0
+        check = workers.cli("check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        index = standin_index(qdrant_url)
+        try:
+            held = {s: {p.media_id for page in index.scan(s) for p in page} for s in SPACES}
+        finally:
+            index.close()
+        assert held["hd"] == held["ld"] == set(others)
+        print(f"\nworker kills (pid, deleted): {killed}; claimed by {claimers}")
+    finally:
+        workers.close()
+
+
+def entries(workers: Workers) -> list[dict[str, Any]]:
+    """Every JSON line of the workers' log."""
+    assert workers.log_path is not None
+    found = []
+    for line in workers.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            found.append(json.loads(line))
+    return found

@@ -243,12 +243,21 @@ def resolve_manifest(
                 Media.id,
                 literal(ItemStatus.PENDING),
             )
-            inserted = session.execute(
+            session.execute(
                 insert(DeletionJobItem).from_select(
                     ["job_id", "position", "media_id", "status"], rows
                 )
             )
-            total = len(named) + int(getattr(inserted, "rowcount", extra))
+            # Counted again: the rows may have changed since the first count (and a
+            # driver's rowcount for INSERT ... SELECT is not always given).
+            total = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(DeletionJobItem)
+                    .where(DeletionJobItem.job_id == job_id)
+                )
+                or 0
+            )
         moved = session.execute(
             update(DeletionJob)
             .where(_fenced(job_id, holder), DeletionJob.status == JobStatus.QUEUED)
