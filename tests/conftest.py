@@ -33,6 +33,10 @@ SERVER_PASS_SKIPS = {
     "tests/integration/test_observability.py": "runs gunicorn on the embedded stores",
     "tests/integration/test_bench_smoke.py": "benchmarks the embedded stores",
     "tests/integration/test_deletion_state_machine.py": "builds its own SQLite and qdrant-edge",
+    "tests/integration/test_outages.py::test_redis_hung_then_stopped_limits_from_memory_"
+    "and_returns": "runs gunicorn on the embedded stores with its own redis-server",
+    "tests/integration/test_outages.py::test_postgresql_restarted_under_load_loses_no_"
+    "acknowledged_deletion": "runs gunicorn on a PostgreSQL of its own",
     "tests/integration/test_concurrency.py::test_overlapping_batches_from_processes_"
     "delete_each_id_once": "runs gunicorn on the embedded stores",
     "tests/api/test_auth_and_limits.py::test_the_secret_never_reaches_the_database_files": (

@@ -12,6 +12,7 @@ __all__ = [
     "API_KEY_HEADER",
     "BATCH_PATH",
     "DEFAULT_MAX_BATCH_SIZE",
+    "DEFAULT_PAGE_SIZE",
     "ErrorCode",
     "FAILURE_REASONS",
     "FINISHED_JOB_STATUSES",
@@ -22,6 +23,7 @@ __all__ = [
     "JOBS_PATH",
     "JOB_STATUSES",
     "JobStatus",
+    "MAX_PAGE_SIZE",
     "MEDIA_ID_PATTERN",
     "MEDIA_ID_RULE",
     "OPERATION_STATUSES",
@@ -47,6 +49,10 @@ RETRY_AFTER_HEADER = "Retry-After"
 
 # The server's MAX_BATCH_SIZE unless it was configured otherwise.
 DEFAULT_MAX_BATCH_SIZE = 100
+
+# Every paged list (`GET /v1/media`, ...): `limit` is 1..MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE if absent.
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
 
 
 # --- media ids --------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def assert_method_not_allowed(response: TestResponse, method: str, allow: list[s
         ("OPTIONS", "/v1/media/batch", ["DELETE"]),
         ("OPTIONS", "/v1/media/vec-0123", ["GET", "HEAD"]),
         ("PUT", "/v1/media/vec-0123", ["GET", "HEAD"]),
-        ("GET", "/v1/media", ["POST"]),
+        ("PUT", "/v1/media", ["GET", "HEAD", "POST"]),
+        ("DELETE", "/v1/media", ["GET", "HEAD", "POST"]),
     ],
 )
 def test_a_reserved_segment_is_never_a_media_id(
@@ -118,6 +119,7 @@ def served_methods(client: FlaskClient, path: str) -> set[str]:
 SAMPLE_VALUES = {
     "media_id": "vec-0123",
     "operation_id": "batch_delete_0123",
+    "job_id": "job_" + "0" * 32,
     "name": "init.js",
 }
 

@@ -105,3 +105,39 @@ def test_media_routes_match_their_documented_schemas(client: FlaskClient, alice:
     check_against_spec(spec, "/v1/media/search", "post", alice.search([1.0] * 8))
     check_against_spec(spec, "/healthz", "get", client.get("/healthz"))
     check_against_spec(spec, "/readyz", "get", client.get("/readyz"))
+
+
+def test_the_listing_is_documented_with_its_parameters(client: FlaskClient) -> None:
+    item = spec_of(client)["paths"]["/v1/media"]
+
+    assert set(item) == {"get", "head", "post"}
+    listing = item["get"]
+    assert [(p["name"], p["in"], p["required"]) for p in listing["parameters"]] == [
+        ("limit", "query", False),
+        ("cursor", "query", False),
+        ("created_before", "query", False),
+        ("created_after", "query", False),
+        ("parent_id", "query", False),
+        ("metadata.KEY", "query", False),
+    ]
+    assert listing["parameters"][0]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}
+    assert listing["security"] == [{"ApiKey": []}]
+    assert sorted(listing["responses"]) == ["200", "400", "401", "403", "429", "500", "503"]
+    assert item["head"]["parameters"] == listing["parameters"]
+    assert "content" not in item["head"]["responses"]["200"]
+    assert "INVALID_SELECTION" in listing["responses"]["400"]["description"]
+
+
+def test_listing_answers_match_their_documented_schemas(client: FlaskClient, alice: Caller) -> None:
+    spec = spec_of(client)
+    alice.create(title="t", metadata={"k": "v"})
+    alice.create()
+
+    def get(query: dict[str, str]) -> TestResponse:
+        return client.get("/v1/media", query_string=query, headers=alice.headers)
+
+    first = get({"limit": "1"})
+    cursor = body(first)["data"]["next_cursor"]
+    for response in [first, get({"cursor": cursor, "limit": "1"}), get({"limit": "0"})]:
+        check_against_spec(spec, "/v1/media", "get", response)
+    assert body(get({"cursor": cursor, "limit": "1"}))["data"]["next_cursor"] is None

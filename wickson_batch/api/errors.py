@@ -237,15 +237,15 @@ def _job_finished(error: JobFinished) -> ApiError:
     )
 
 
-def _invalid_cursor(error: InvalidCursor) -> ApiError:
-    return InvalidRequest(str(error), {"parameter": error.field})
-
-
 def _invalid_vectors(error: InvalidVectors) -> ApiError:
     return InvalidRequest(str(error), {"field": error.field})
 
 
 def _invalid_filter(error: InvalidFilter) -> ApiError:
+    return InvalidRequest(str(error), {"field": error.field})
+
+
+def _invalid_cursor(error: InvalidCursor) -> ApiError:
     return InvalidRequest(str(error), {"field": error.field})
 
 
@@ -276,10 +276,10 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     OperationNotFound: _operation_not_found,
     JobNotFound: _job_not_found,
     JobFinished: _job_finished,
-    InvalidCursor: _invalid_cursor,
     InvalidVectors: _invalid_vectors,
     InvalidFilter: _invalid_filter,
     InvalidSelection: _invalid_selection,
+    InvalidCursor: _invalid_cursor,
     IdempotencyKeyInUse: _key_in_use,
     IdempotencyKeyReused: _key_reused,
     DecisionUnknown: _decision_unknown,

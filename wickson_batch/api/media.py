@@ -6,31 +6,44 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 from werkzeug.routing import BaseConverter
 
 from ..models import iso_utc
-from ..protocol import REPLAYED_HEADER, RESERVED_MEDIA_SEGMENTS, Scope, is_media_id
+from ..protocol import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    REPLAYED_HEADER,
+    RESERVED_MEDIA_SEGMENTS,
+    Scope,
+    is_media_id,
+)
 from ..services import deletion, media
 from ..services.deletion import BatchOutcome
 from ..services.errors import MediaNotFound
+from ..services.media import MediaView
+from ..services.selection import filter_from_query
 from . import metrics
 from .auth import require_principal, require_scope
 from .context import settings, stores
+from .errors import InvalidRequest
 from .requests import (
     idempotency_key,
     json_object,
     load,
     load_batch_request,
     query_flag,
+    query_int,
+    query_value,
     refuse_idempotency_key,
 )
 from .schemas import (
     BatchDeleteResponse,
     CreatedMediaResponse,
     CreateMediaRequest,
+    MediaListResponse,
     MediaResponse,
     SearchRequest,
     SearchResponse,
@@ -56,6 +69,7 @@ class MediaIdConverter(BaseConverter):
 
 _batch_response = BatchDeleteResponse()
 _media_response = MediaResponse()
+_list_response = MediaListResponse()
 _created_response = CreatedMediaResponse()
 _search_response = SearchResponse()
 _create_request = CreateMediaRequest()
@@ -183,6 +197,18 @@ def create() -> ResponseReturnValue:
     return dump(_created_response, body), 201
 
 
+def media_body(view: MediaView) -> dict[str, Any]:
+    """A media as `GET /v1/media/<id>` shows it, and each item of the listing."""
+    return {
+        "media_id": view.media_id,
+        "title": view.title,
+        "metadata": view.metadata,
+        "hd_vectors": view.hd_vectors,
+        "ld_vectors": view.ld_vectors,
+        "created_at": iso_utc(view.created_at),
+    }
+
+
 @bp.route("/<media_id:media_id>", methods=["GET"])
 @require_scope(Scope.READ)
 def get(media_id: str) -> ResponseReturnValue:
@@ -191,18 +217,52 @@ def get(media_id: str) -> ResponseReturnValue:
     if not is_media_id(media_id):
         raise MediaNotFound(media_id[:128])
     view = media.get_media(stores().db, owner=principal.owner, media_id=media_id)
+    return dump(_media_response, {"success": True, "data": media_body(view)})
+
+
+# The listing's query parameters besides the paging ones, and `metadata.KEY` for any KEY.
+FILTER_PARAMETERS = ("created_before", "created_after", "parent_id")
+PAGING_PARAMETERS = ("limit", "cursor")
+METADATA_PREFIX = "metadata."
+
+
+def _filter_parameters() -> list[tuple[str, str]]:
+    """The request's filter parameters, in order; an unknown parameter is refused, named."""
+    found = []
+    for name, value in request.args.items(multi=True):
+        if name in PAGING_PARAMETERS:
+            continue
+        if name not in FILTER_PARAMETERS and not name.startswith(METADATA_PREFIX):
+            shown = name[:64]
+            raise InvalidRequest(
+                f"Unknown query parameter: {shown} (the listing takes limit, cursor, "
+                "created_before, created_after, parent_id and metadata.KEY)",
+                {"field": shown},
+            )
+        found.append((name, value))
+    return found
+
+
+@bp.route("", methods=["GET"])
+@require_scope(Scope.READ)
+def listing() -> ResponseReturnValue:
+    """List the caller's live media matching the query's filter, oldest first, a page a time."""
+    principal = require_principal()
+    limit = query_int("limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    cursor = query_value("cursor")
+    media_filter = filter_from_query(_filter_parameters())
+    page = media.list_media(
+        stores().db, owner=principal.owner, media_filter=media_filter, limit=limit, cursor=cursor
+    )
     body = {
         "success": True,
         "data": {
-            "media_id": view.media_id,
-            "title": view.title,
-            "metadata": view.metadata,
-            "hd_vectors": view.hd_vectors,
-            "ld_vectors": view.ld_vectors,
-            "created_at": iso_utc(view.created_at),
+            "items": [media_body(view) for view in page.items],
+            "has_more": page.has_more,
+            "next_cursor": page.next_cursor,
         },
     }
-    return dump(_media_response, body)
+    return dump(_list_response, body)
 
 
 @bp.route("/search", methods=["POST"])

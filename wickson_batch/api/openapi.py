@@ -20,14 +20,18 @@ from marshmallow import Schema
 from ..config import Settings
 from ..protocol import (
     API_KEY_HEADER,
+    DEFAULT_PAGE_SIZE,
     IDEMPOTENCY_KEY_HEADER,
     ITEM_STATUSES,
     JOBS_PATH,
+    MAX_PAGE_SIZE,
     MEDIA_ID_PATTERN,
     REPLAYED_HEADER,
     REQUEST_ID_HEADER,
     RESERVED_MEDIA_SEGMENTS,
 )
+from ..services.paging import CURSOR_PATTERN
+from ..services.selection import MAX_QUERY_VALUE_CHARS, TIME_PATTERN
 from . import docs, schemas
 from .context import settings
 from .jobs import JOB_ID_PATTERN, MAX_CURSOR
@@ -204,6 +208,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "CreateMediaRequest": schemas.CreateMediaRequest,
     "CreatedMediaResponse": schemas.CreatedMediaResponse,
     "MediaResponse": schemas.MediaResponse,
+    "MediaListResponse": schemas.MediaListResponse,
     "OperationResponse": schemas.OperationResponse,
     "SearchRequest": schemas.SearchRequest,
     "SearchResponse": schemas.SearchResponse,
@@ -381,7 +386,7 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
         "name": name,
         "in": "query",
         "required": False,
-        "description": description + " Given twice, it is refused (400).",
+        "description": description,
         "schema": schema,
     }
 
@@ -389,12 +394,13 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 _PAGING = [
     _query(
         "limit",
-        "Items per page (default 20).",
+        "Items per page (default 20). Given twice, it is refused (400).",
         {"type": "string", "pattern": "^0*([1-9]|[1-9][0-9]|100)$"},
     ),
     _query(
         "cursor",
-        "The next_cursor of the previous page, unchanged; absent: the first page.",
+        "The next_cursor of the previous page, unchanged; absent: the first page. Given "
+        "twice, it is refused (400).",
         {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR},
     ),
 ]
@@ -472,7 +478,8 @@ def _job_paths(spec: APISpec, body_bytes: int) -> None:
     )
     status = _query(
         "status",
-        "Only the items with this outcome; absent: both (ids not reached yet are never listed).",
+        "Only the items with this outcome; absent: both (ids not reached yet are never "
+        "listed). Given twice, it is refused (400).",
         {"type": "string", "enum": list(ITEM_STATUSES)},
     )
     _get_and_head(
@@ -508,6 +515,54 @@ def _job_paths(spec: APISpec, body_bytes: int) -> None:
     )
     cancel["responses"]["409"] = finished
     spec.path(JOBS_PATH + "/{job_id}/cancel", operations={"post": cancel})
+
+
+_TIME = (
+    "ISO-8601: a date (2025-06-01, midnight UTC) or a date and time (2025-06-01T12:00, "
+    "to the minute, second or microsecond), with an offset (Z, +02:00) or without (UTC)"
+)
+
+
+def _listing_parameters() -> list[dict[str, Any]]:
+    """`GET /v1/media`'s query: paging, then the filter (docs/api.md, Listing media)."""
+    return [
+        _query(
+            "limit",
+            f"Media per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        ),
+        _query(
+            "cursor",
+            "The next_cursor of the previous page, as it was given, with the same filter "
+            "parameters (another owner's or another filter's cursor is 400)",
+            {"type": "string", "pattern": CURSOR_PATTERN},
+        ),
+        _query(
+            "created_before",
+            f"Only media created before this moment (exclusive). {_TIME}",
+            {"type": "string", "pattern": TIME_PATTERN},
+        ),
+        _query(
+            "created_after",
+            f"Only media created at or after this moment (inclusive). {_TIME}",
+            {"type": "string", "pattern": TIME_PATTERN},
+        ),
+        _query(
+            "parent_id",
+            "Only the media derived from this media (its direct children)",
+            {"type": "string", "pattern": MEDIA_ID_PATTERN},
+        ),
+        _query(
+            "metadata.KEY",
+            "Stands for `metadata.<key>=<value>`, for any top-level metadata key, once per "
+            "key (several are ANDed): only media whose metadata has that key equal to the "
+            'value. A value that is a JSON number, true, false or a "quoted string" is that '
+            'JSON value (metadata.n=1 matches the number 1, never the string "1"; '
+            'metadata.n="1" the string); anything else is the text as it stands. At most '
+            f"{MAX_QUERY_VALUE_CHARS} characters (a selection's JSON filter takes longer ones).",
+            {"type": "string", "maxLength": MAX_QUERY_VALUE_CHARS, "pattern": _NO_NUL},
+        ),
+    ]
 
 
 def build_spec(config: Settings) -> dict[str, Any]:
@@ -591,7 +646,22 @@ def build_spec(config: Settings) -> dict[str, Any]:
             "parameters": {"media_id": "$response.body#/data/media_id"},
         },
     }
-    spec.path("/v1/media", operations={"post": create})
+    listing = _operation(
+        "listMedia",
+        "List the caller's live media, oldest first, a page at a time",
+        (200, "A page of media, and the cursor of the next", "MediaListResponse"),
+        sorted([400, *_READ_ERRORS]),
+        scope="media:read",
+        parameters=_listing_parameters(),
+        note=(
+            " Ordered by (created_at, media_id). Paging from the first page until has_more "
+            "is false returns each media that stays live meanwhile exactly once; an unknown "
+            "query parameter, or one given twice, is 400 INVALID_REQUEST naming it."
+            + _IGNORED_IDEMPOTENCY
+        ),
+    )
+    listing["responses"].pop("404")  # a listing of nothing is an empty page
+    spec.path("/v1/media", operations={"get": listing, "head": _head(listing), "post": create})
     spec.path(
         "/v1/media/search",
         operations={

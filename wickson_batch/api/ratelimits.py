@@ -109,7 +109,7 @@ class FallbackLimiter(Limiter):
     event `ratelimit.storage_unavailable` at most once a minute, the metrics, and the state
     for /readyz. Its ties to the library's internals: `_storage_dead` (the flag that selects
     the fallback), `_in_memory_fallback_enabled`, `_check_request_limit` and the header hook
-    `init_app` registers (Flask-Limiter is pinned; tests/integration/test_outages_redis.py
+    `init_app` registers (Flask-Limiter is pinned; tests/integration/test_outages.py
     fails if any of them stops doing that).
     """
 

@@ -237,6 +237,33 @@ def query_flag(name: str) -> bool:
     )
 
 
+def query_value(name: str) -> str | None:
+    """Return a query parameter given at most once (None when absent); twice is refused."""
+    given = request.args.getlist(name)
+    if len(given) > 1:
+        raise InvalidRequest(
+            f"Query parameter {name} was given {len(given)} times; give it once",
+            {"field": name},
+        )
+    return given[0] if given else None
+
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    """Return an integer query parameter within low..high, written in plain digits."""
+    raw = query_value(name)
+    if raw is None:
+        return default
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise InvalidRequest(
+            f"Query parameter {name} must be an integer from {low} to {high}",
+            {"field": name, "received": raw[:64]},
+        )
+    return int(raw)
+
+
 def idempotency_key() -> str | None:
     """Return the request's Idempotency-Key, if it sent one; refuse a malformed one."""
     given = request.headers.getlist(IDEMPOTENCY_KEY_HEADER)

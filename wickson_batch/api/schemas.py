@@ -273,6 +273,23 @@ class MediaResponse(Schema):
     data = fields.Nested(MediaSchema, required=True)
 
 
+class MediaPageSchema(Schema):
+    items = fields.List(fields.Nested(MediaSchema), required=True)
+    has_more = fields.Boolean(
+        required=True, metadata={"description": "true: ask again with next_cursor for more"}
+    )
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Opaque; null on the last page"},
+    )
+
+
+class MediaListResponse(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(MediaPageSchema, required=True)
+
+
 class CreatedMediaSchema(Schema):
     media_id = fields.String(required=True)
     hd_vectors = fields.Integer(required=True)

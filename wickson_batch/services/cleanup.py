@@ -17,6 +17,7 @@ from ..db import Database
 from ..models import PENDING_ONLY, CleanupTask, IdempotencyKey, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Space, VectorIndex
 from .deletion import IDEMPOTENCY_WINDOW, delete_batch
+from .errors import STORE_ERRORS
 from .points import MediaPoints, queue_cleanup, remove_points
 
 log = structlog.get_logger("wickson_batch")
@@ -403,6 +404,8 @@ class Reconciler:
         while not self._stop.is_set():
             try:
                 self.run_once()
+            except STORE_ERRORS as error:  # a store down: expected, the next round retries
+                log.warning("reconcile.failed", error=str(error))
             except Exception:  # keep the thread alive; the next round retries
                 log.exception("reconcile.failed")
             self._stop.wait(self.interval)

@@ -65,6 +65,14 @@ class InvalidSelection(DomainError):
         self.field = field
 
 
+class InvalidCursor(DomainError):
+    """A paging cursor is malformed, edited, or belongs to another listing."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class DecisionUnknown(DatabaseUnavailable):
     """The connection was lost at the deciding commit and the database cannot say yet."""
 
@@ -88,11 +96,3 @@ class JobFinished(DomainError):
         super().__init__(f"Deletion job {job_id} is already {status}")
         self.job_id = job_id
         self.status = status
-
-
-class InvalidCursor(DomainError):
-    """A paging cursor that this listing did not hand out."""
-
-    def __init__(self, field: str = "cursor") -> None:
-        super().__init__(f"Invalid {field}: pass the next_cursor of the previous page unchanged")
-        self.field = field

@@ -144,15 +144,21 @@ def encode_cursor(kind: str, values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _bad_cursor() -> InvalidCursor:
+    return InvalidCursor(
+        "Invalid cursor: pass the next_cursor of the previous page unchanged", "cursor"
+    )
+
+
 def decode_cursor(kind: str, cursor: str, arity: int) -> list[Any]:
     """Return the values of a cursor `encode_cursor(kind, ...)` made; else InvalidCursor."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError):
-        raise InvalidCursor() from None
+        raise _bad_cursor() from None
     if not isinstance(values, list) or len(values) != arity + 1 or values[0] != kind:
-        raise InvalidCursor()
+        raise _bad_cursor()
     return values[1:]
 
 
@@ -182,9 +188,9 @@ def list_jobs(
         try:
             moment = datetime.fromisoformat(str(created))
         except ValueError:
-            raise InvalidCursor() from None
+            raise _bad_cursor() from None
         if moment.tzinfo is None or not isinstance(job_id, str):
-            raise InvalidCursor()
+            raise _bad_cursor()
         query = query.where(
             or_(
                 DeletionJob.created_at < moment,
@@ -223,7 +229,7 @@ def list_items(
     if cursor is not None:
         (after,) = decode_cursor("items", cursor, 1)
         if type(after) is not int:
-            raise InvalidCursor()
+            raise _bad_cursor()
         query = query.where(DeletionJobItem.position > after)
     query = query.order_by(DeletionJobItem.position).limit(limit + 1)
     with db.unit_of_work() as uow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -10,13 +11,15 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 
 from ..db import Database
 from ..models import CleanupTask, Media, MediaState, utcnow
 from ..vectors.base import SPACES, Hit, Space, VectorIndex, VectorPoint, VectorStoreError, point_id
 from .errors import STORE_ERRORS, InvalidVectors, MediaNotFound
+from .paging import Position, decode_cursor, encode_cursor
 from .points import MediaPoints, queue_cleanup, remove_points
+from .selection import MediaFilter, filter_clause
 
 log = structlog.get_logger("wickson_batch")
 
@@ -175,6 +178,54 @@ def get_media(db: Database, *, owner: str, media_id: str) -> MediaView:
     if media is None:
         raise MediaNotFound(media_id)
     return _view(media)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPage:
+    """One page of a listing, and the cursor of the next (None on the last page)."""
+
+    items: list[MediaView]
+    next_cursor: str | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
+def _listing_scope(owner: str, media_filter: MediaFilter) -> str:
+    """What a listing's cursor is bound to: its owner and its filter."""
+    return json.dumps(["media", owner, media_filter.to_json()], sort_keys=True)
+
+
+def list_media(
+    db: Database,
+    *,
+    owner: str,
+    media_filter: MediaFilter,
+    limit: int,
+    cursor: str | None = None,
+) -> MediaPage:
+    """Return a page of this owner's live media matching the filter, oldest first.
+
+    Keyset paging on (created_at, id): a page starts right after the last item of the one
+    before, so paging to the end returns each media that stayed live throughout exactly
+    once, whatever is created or deleted meanwhile. Raises InvalidCursor for a cursor of
+    another listing or one that was edited.
+    """
+    scope = _listing_scope(owner, media_filter)
+    query = select(Media).where(filter_clause(owner, media_filter))
+    if cursor is not None:
+        after = decode_cursor(cursor, scope)
+        query = query.where(tuple_(Media.created_at, Media.id) > (after.created_at, after.id))
+    query = query.order_by(Media.created_at, Media.id).limit(limit + 1)
+    with db.unit_of_work() as uow:
+        rows = list(uow.session.scalars(query))
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(scope, Position(last.created_at, last.id))
+    return MediaPage([_view(row) for row in page], next_cursor)
 
 
 def live_ids(db: Database, owner: str, media_ids: Sequence[str]) -> set[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,12 +52,14 @@ __all__ = [
     "EMPTY_FILTER_MESSAGE",
     "FILTER_FIELDS",
     "MAX_FILTER_METADATA_KEYS",
+    "MAX_QUERY_VALUE_CHARS",
     "MAX_SELECTION_IDS",
     "MAX_SELECTION_ITEMS",
     "MediaFilter",
     "MetadataValue",
     "Selection",
     "SelectionItem",
+    "TIME_PATTERN",
     "filter_clause",
     "filter_from_query",
     "parse_filter",
@@ -73,6 +76,17 @@ MAX_SELECTION_IDS = 10_000  # plain ids plus every exclude, as sent
 MAX_FILTER_METADATA_KEYS = 32
 MAX_METADATA_KEY_CHARS = 256
 MAX_METADATA_STRING_CHARS = 4096
+# A `metadata.KEY=VALUE` of the listing's query: the whole request line must stay within
+# what the HTTP server reads (gunicorn: 4094 bytes), even percent-encoded (up to 12 bytes a
+# character). A longer value belongs in a JSON filter.
+MAX_QUERY_VALUE_CHARS = 200
+# The times a filter reads, exactly (the same pattern is in /openapi.json): a date, or a
+# date and a time to the minute, second or microsecond, with an offset (Z, +02:00) or not.
+TIME_PATTERN = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    "([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
+_TIME = re.compile(TIME_PATTERN.strip("^$"))
 MAX_TIME_CHARS = 64
 # Metadata integers a filter may name: what both databases compare exactly.
 _INT64 = (-(2**63), 2**63 - 1)
@@ -148,7 +162,7 @@ def _parse_time(raw: object, where: str) -> datetime:
     if not isinstance(raw, str):
         raise InvalidFilter(f"{where} must be an ISO-8601 date or time string, {example}", where)
     try:
-        if len(raw) > MAX_TIME_CHARS:
+        if len(raw) > MAX_TIME_CHARS or not _TIME.fullmatch(raw):
             raise ValueError(raw)
         moment = datetime.fromisoformat(raw)
     except ValueError:
@@ -266,8 +280,12 @@ def filter_from_query(params: Sequence[tuple[str, str]]) -> MediaFilter:
             key = name.removeprefix("metadata.")
             if key in metadata:
                 raise InvalidFilter(f"Query parameter {_shown(name)} was given twice", name)
-            if len(text) > 2 * MAX_METADATA_STRING_CHARS:
-                raise InvalidFilter(f"{_shown(name)} is too long", name)
+            if len(text) > MAX_QUERY_VALUE_CHARS:
+                raise InvalidFilter(
+                    f"{_shown(name)} is longer than {MAX_QUERY_VALUE_CHARS} characters; "
+                    "filter on longer values with a JSON filter (a selection)",
+                    _shown(name),
+                )
             metadata[key] = parse_query_value(text)
         elif name in raw:
             raise InvalidFilter(f"Query parameter {name} was given twice; give it once", name)
@@ -340,7 +358,8 @@ def _sqlite_metadata_equals(element: _MetadataEquals, compiler: SQLCompiler, **k
         path = literal('$."', String()) + element.key_param + literal('"', String())
         type_, value = func.json_type(doc, path), func.json_extract(doc, path)
         clause = _sqlite_match(element, type_, value)
-    return compiler.process(clause, **kw)
+    # Parenthesised: without native booleans the caller may append "= 1" to it.
+    return f"({compiler.process(clause, **kw)})"
 
 
 def _sqlite_match(element: _MetadataEquals, type_: Any, value: Any) -> ColumnElement[bool]:
@@ -348,10 +367,12 @@ def _sqlite_match(element: _MetadataEquals, type_: Any, value: Any) -> ColumnEle
     if element.kind == "boolean":
         return type_ == element.value_param  # type: ignore[no-any-return]
     if element.kind == "number":
-        # The filter's number parsed by SQLite's own JSON reader: integers stay exact.
-        number = func.json_extract(element.value_param, "$")
+        # CAST has NUMERIC affinity, which would turn the text "1" into 1: json_type first.
+        number = cast(element.value_param, Numeric)
         return and_(type_.in_(["integer", "real"]), value == number)
-    return and_(type_ == "text", value == element.value_param)
+    # Neither side has an affinity, so SQLite compares the text only with text: the number
+    # 1 (or true, extracted as 1) never equals the string "1". One JSON lookup per row.
+    return value == element.value_param  # type: ignore[no-any-return]
 
 
 @compiles(_MetadataEquals, "postgresql")
@@ -367,7 +388,8 @@ def _postgresql_metadata_equals(element: _MetadataEquals, compiler: SQLCompiler,
         clause = number == cast(element.value_param, Numeric)
     else:
         clause = and_(json_kind == element.kind, as_text == element.value_param)
-    return compiler.process(clause, **kw)
+    # Parenthesised: without native booleans the caller may append "= 1" to it.
+    return f"({compiler.process(clause, **kw)})"
 
 
 # --- filters as SQL ---------------------------------------------------------------------
