@@ -15,6 +15,12 @@ and measures:
     (SQLite WAL, synchronous=FULL), then one delete-by-id call per collection with the derived
     point ids; and the whole service call `delete_batch()` (both transactions of the
     protocol, no HTTP, no Flask) to show what the protocol adds;
+  - the raw floor of DESIGN section 12: what the stores alone need, with none of our
+    choices: a plain sqlite3 table (WAL, synchronous=FULL) of the same size, `DELETE FROM t
+    WHERE id IN (...)` committed, then per collection one qdrant-edge delete of those points
+    and a flush, on shards of the same size and dimensions (no payload); its shards are
+    opened once per server session and receive the same deletions in the same order, so
+    each timed batch is as warm as its HTTP twin;
   - for comparison, the same with qdrant-client's local mode as the vector store, at the
     sizes it accepts (<= 20k points).
 A server session deletes at most a fraction of the store (--budget); after each session the
@@ -55,11 +61,13 @@ BATCH_SIZES = (1, 10, 100)
 LOCAL_MODE_MAX = 20_000  # qdrant-client's local mode warns above this many points
 MILLION = 1_000_000
 
-# Targets of issue 4, each a ratio measured in one run.
-FLOOR_RATIO_MAX = 1.5
+# Targets of DESIGN section 12 (issue 16), each a ratio measured in one run.
+RAW_FLOOR_RATIO_MAX = 2.0  # 100-id HTTP p50 / raw floor p50, at 100k media
 GROWTH_RATIO_MAX = 1.3
 START_AT_MILLION_MAX_S = 5.0
 TAIL_RATIO_MAX = 3.0
+THROUGHPUT_FALL_MAX = 1.0  # media/s with 1 client / media/s with the most clients
+RAW_CHUNK = 1000  # rows and points written per call when the raw store grows
 
 
 # ---------------------------------------------------------------------------- figures
@@ -151,6 +159,9 @@ class Store:
             "RATE_LIMIT_DEFAULT": "100000000/minute",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
+            # 16 clients queue for SQLite's one writer; on a loaded 2-core machine the
+            # default 2 s wait for the lock ran out (a 503) and ended the run.
+            "DB_LOCK_TIMEOUT_MS": "30000",
         }
         if self.engine == "qdrant-local":
             env["QDRANT_URL"] = f"file://{self.root / 'qdrant-local'}"
@@ -455,6 +466,155 @@ def measure_floor(store: Store, samples: dict[int, int], service_samples: int) -
     return figures
 
 
+# ---------------------------------------------------------------------------- the raw floor
+
+
+@dataclass
+class RawFigures:
+    """Raw-floor timings (ms) per batch size: plain sqlite3, then qdrant-edge delete + flush."""
+
+    total: dict[int, list[float]] = field(default_factory=dict)
+    sql: dict[int, list[float]] = field(default_factory=dict)
+    vectors: dict[int, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class RawStore:
+    """What the stores alone need (DESIGN section 12), with none of the service's choices.
+
+    A plain sqlite3 table `t` (WAL, synchronous=FULL, id as primary key, no other index) and
+    two qdrant-edge shards of the same dimensions holding one point per media each, without
+    payload or payload index, grown to the same size as the service's store.
+    """
+
+    root: Path
+    dims: tuple[int, int]
+    seed: int
+    live: list[str] = field(default_factory=list)
+    points: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # media -> (hd, ld) ids
+    _made: int = 0
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        conn = sqlite3.connect(self.root / "raw.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _config(self, dim: int) -> Any:
+        from qdrant_edge import Distance, EdgeConfig, EdgeVectorParams, Memory
+
+        # Cold (mmap) like the service's shards, only so that 1M media fit in RAM twice over;
+        # deleting never reads a vector.
+        params = EdgeVectorParams(size=dim, distance=Distance.Cosine, memory=Memory.Cold)
+        return EdgeConfig(vectors=params)
+
+    def _open_shards(self) -> list[Any]:
+        from qdrant_edge import EdgeShard
+
+        shards = []
+        for space, dim in zip(("hd", "ld"), self.dims, strict=True):
+            path = self.root / space
+            config = self._config(dim)
+            if path.is_dir() and any(path.iterdir()):
+                shards.append(EdgeShard.load(str(path), config))
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                shards.append(EdgeShard.create(str(path), config))
+        return shards
+
+    def _grow(self, conn: Any, shards: list[Any], size: int) -> None:
+        import uuid
+
+        import numpy as np
+        from qdrant_edge import Point, UpdateOperation
+
+        rng = np.random.default_rng(self.seed + self._made)
+        while len(self.live) < size:
+            count = min(RAW_CHUNK, size - len(self.live))
+            ids = [f"vec-{uuid.uuid4().hex}" for _ in range(count)]
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO t (id, hd_count, ld_count) VALUES (?, 1, 1)", [(m,) for m in ids]
+            )
+            conn.execute("COMMIT")
+            pids = [(uuid.uuid4(), uuid.uuid4()) for _ in ids]
+            for n, (shard, dim) in enumerate(zip(shards, self.dims, strict=True)):
+                matrix = rng.random((count, dim), dtype=np.float32)
+                batch = [Point(p[n], row.tolist(), {}) for p, row in zip(pids, matrix, strict=True)]
+                shard.update(UpdateOperation.upsert_points(batch))
+            self.points.update(zip(ids, pids, strict=True))
+            self.live.extend(ids)
+            self._made += count
+        random.Random(self.seed + self._made).shuffle(self.live)
+
+    @contextmanager
+    def opened(self, size: int) -> Iterator[tuple[Any, list[Any]]]:
+        """Open both stores, yield them, then top them up to `size` and close the shards."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, hd_count INTEGER, ld_count INTEGER)"
+        )
+        shards = self._open_shards()
+        try:
+            yield conn, shards
+            self._grow(conn, shards, size)
+        finally:
+            for shard in shards:
+                shard.flush()
+                shard.close()
+            conn.close()
+
+    def grow_to(self, size: int) -> None:
+        """Bring the raw store to `size` media (and points), flushed and closed."""
+        with self.opened(size):
+            pass
+
+    def delete(self, conn: Any, shards: list[Any], ids: list[str]) -> tuple[float, float]:
+        """The raw floor of one batch: SQL delete committed, then per shard delete + flush."""
+        from qdrant_edge import UpdateOperation
+
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute(f"DELETE FROM t WHERE id IN ({','.join('?' * len(ids))})", ids)
+        conn.execute("COMMIT")
+        after_sql = time.perf_counter()
+        for n, shard in enumerate(shards):
+            shard.update(UpdateOperation.delete_points([self.points[m][n] for m in ids]))
+            shard.flush()
+        done = time.perf_counter()
+        for m in ids:
+            del self.points[m]
+        return (after_sql - started) * 1000, (done - after_sql) * 1000
+
+    def take(self, count: int) -> list[str]:
+        """Remove and return `count` live ids (the caller is about to delete them)."""
+        taken = self.live[-count:]
+        del self.live[-count:]
+        return taken
+
+
+def measure_raw(raw: RawStore, size: int, session: Sequence[Job], into: RawFigures) -> None:
+    """Delete on the raw stores exactly as one server session deletes, timing its latency jobs.
+
+    The shards are opened once, like the server's, and receive the same deletions in the same
+    order (the warm-up batch of 1, then every job, throughput batches untimed), so each timed
+    batch follows as many prior deletions since the open as its HTTP twin: warm, never
+    right after a reopen.
+    """
+    with raw.opened(size) as (conn, shards):
+        raw.delete(conn, shards, raw.take(1))
+        for job in session:
+            for _ in range(job.batches):
+                sql, vec = raw.delete(conn, shards, raw.take(job.size))
+                if job.kind == "latency":
+                    into.sql.setdefault(job.size, []).append(sql)
+                    into.vectors.setdefault(job.size, []).append(vec)
+                    into.total.setdefault(job.size, []).append(sql + vec)
+
+
 # ---------------------------------------------------------------------------- one size
 
 
@@ -486,11 +646,16 @@ def jobs_for(options: Options) -> list[Job]:
     return jobs
 
 
-def measure_size(store: Store, size: int, options: Options, work: Path) -> dict[str, Any]:
-    """Bring the store to `size`, then measure the floor and the server; return the figures."""
+def measure_size(
+    store: Store, size: int, options: Options, work: Path, raw: RawStore | None = None
+) -> dict[str, Any]:
+    """Bring the stores to `size`, then measure the floors and the server; return the figures."""
     clock = time.perf_counter()
     store.grow_to(size)
     progress(f"{store.engine} at {size:,}: seeded ({store.seed_seconds:.1f} s so far)", clock)
+    if raw is not None:
+        raw.grow_to(size)
+        progress(f"raw store at {size:,}: seeded", clock)
     budget = max(100, int(size * options.budget))
     engine_jobs = jobs_for(options)
     if store.engine == "qdrant-local":  # far slower: latency only, fewer samples
@@ -502,7 +667,7 @@ def measure_size(store: Store, size: int, options: Options, work: Path) -> dict[
     rounds = max(len(sessions), -(-floor_ids // budget))
     per_round = -(-options.samples // rounds)
     left = options.samples
-    floor, http = FloorFigures(), HttpFigures()
+    floor, http, raw_floor = FloorFigures(), HttpFigures(), RawFigures()
     log_path = work / f"gunicorn-{store.engine}.log"
     for index in range(rounds):
         if left > 0:
@@ -514,6 +679,8 @@ def measure_size(store: Store, size: int, options: Options, work: Path) -> dict[
             left -= count
             store.grow_to(size)
         if index < len(sessions):
+            if raw is not None:  # same deletions, same order, same load as the session's
+                measure_raw(raw, size, sessions[index], raw_floor)
             run_session(store, sessions[index], log_path, http)
             store.grow_to(size)
     progress(f"{store.engine} at {size:,}: {len(sessions)} server sessions, floor measured", clock)
@@ -551,6 +718,19 @@ def measure_size(store: Store, size: int, options: Options, work: Path) -> dict[
         s: round(result["latency_ms"][s]["p50"] / result["floor_ms"][s]["total"]["p50"], 2)
         for s in result["latency_ms"]
     }
+    if raw_floor.total:
+        result["raw_floor_ms"] = {
+            str(s): {
+                "total": summary(raw_floor.total[s]),
+                "sql": summary(raw_floor.sql[s]),
+                "vectors": summary(raw_floor.vectors[s]),
+            }
+            for s in sorted(raw_floor.total)
+        }
+        result["ratio_http_to_raw_floor_p50"] = {
+            s: round(result["latency_ms"][s]["p50"] / result["raw_floor_ms"][s]["total"]["p50"], 2)
+            for s in result["latency_ms"]
+        }
     return result
 
 
@@ -578,17 +758,18 @@ def check(name: str, value: float | None, limit: float, detail: str) -> dict[str
 
 
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Evaluate the four targets of issue 4 on the embedded engine's results."""
+    """Evaluate the targets of DESIGN section 12 on the embedded engine's results."""
     edge = [r for r in results if r["engine"] == "edge"]
     checks = []
     for r in edge:
-        ratio = r["ratio_http_to_floor_p50"]["100"]
+        ratio = r["ratio_http_to_raw_floor_p50"]["100"]
         checks.append(
             check(
-                f"100-id HTTP p50 / floor p50 at {r['size']:,}",
+                f"100-id HTTP p50 / raw floor p50 at {r['size']:,}",
                 ratio,
-                FLOOR_RATIO_MAX,
-                f"{r['latency_ms']['100']['p50']} ms / {r['floor_ms']['100']['total']['p50']} ms",
+                RAW_FLOOR_RATIO_MAX,
+                f"{r['latency_ms']['100']['p50']} ms"
+                f" / {r['raw_floor_ms']['100']['total']['p50']} ms",
             )
         )
     smallest, largest = edge[0], edge[-1]
@@ -627,23 +808,46 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{lat['p99']} ms / {lat['p50']} ms",
             )
         )
+    for r in edge:
+        tput = r["throughput"]
+        if len(tput) < 2:
+            continue
+        fewest, most = min(tput, key=int), max(tput, key=int)
+        one, many = tput[fewest]["media_per_s"], tput[most]["media_per_s"]
+        checks.append(
+            check(
+                f"media/s with {fewest} client(s) / with {most} at {r['size']:,}",
+                one / many,
+                THROUGHPUT_FALL_MAX,
+                f"{one:,.0f} / {many:,.0f} media/s",
+            )
+        )
     return checks
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """Return the results as a plain-text table."""
     lines = [
-        "engine          media batch | HTTP p50    p90    p99 | floor p50 (sql + vec) | ratio"
-        " | service p50",
+        "engine          media batch | HTTP p50    p90    p99 | raw floor p50 (sql + vec) | ratio"
+        " | protocol floor p50 (sql + vec) | ratio | service p50",
     ]
     for r in results:
         for s in ("1", "10", "100"):
             lat, floor = r["latency_ms"][s], r["floor_ms"][s]
             service = r["service_ms"].get(s)
             service_p50 = f"{service['p50']:.1f}" if service else "-"
+            raw = r.get("raw_floor_ms", {}).get(s)
+            raw_text, raw_ratio = f"{'-':>25}", "    -"
+            if raw is not None:
+                raw_text = (
+                    f"{raw['total']['p50']:>13.1f} ({raw['sql']['p50']:>4.1f}"
+                    f" + {raw['vectors']['p50']:>4.1f})"
+                )
+                raw_ratio = f"{r['ratio_http_to_raw_floor_p50'][s]:>4.2f}x"
             lines.append(
                 f"{r['engine']:<12} {r['size']:>9,} {s:>5} | {lat['p50']:>8.1f} {lat['p90']:>6.1f}"
-                f" {lat['p99']:>6.1f} | {floor['total']['p50']:>9.1f} ({floor['sql']['p50']:>4.1f}"
+                f" {lat['p99']:>6.1f} | {raw_text} | {raw_ratio}"
+                f" | {floor['total']['p50']:>18.1f} ({floor['sql']['p50']:>4.1f}"
                 f" + {floor['vectors']['p50']:>4.1f}) | {r['ratio_http_to_floor_p50'][s]:>4.2f}x"
                 f" | {service_p50:>6}"
             )
@@ -736,9 +940,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         edge = Store(work / "edge", "edge", options.dims, random.Random(4))
+        raw = RawStore(work / "raw", options.dims, seed=6)
         for size in options.sizes:
             print(f"== edge, {size:,} media", file=sys.stderr, flush=True)
-            results.append(measure_size(edge, size, options, work))
+            results.append(measure_size(edge, size, options, work, raw))
         if options.local_sizes:
             local = Store(work / "local", "qdrant-local", options.dims, random.Random(5))
             local_options = Options(**{**options.__dict__, "samples": options.local_samples})

@@ -71,6 +71,10 @@ class Settings:
     # Failed authentications allowed per client address; past it, every request from that
     # address that needs a key is refused with 429 until the window ends.
     auth_failure_limit: str = "20/minute"
+    # How long a worker trusts a key it has looked up (0: look every request up): a key
+    # revoked by another process is refused at the latest this long after the revocation;
+    # one revoked in the worker's own process at once. At most 1.
+    api_key_cache_seconds: float = 1.0
     # Proxies in front of the app whose X-Forwarded-For is trusted (0: none, the peer is the
     # client). Set it to the number of load balancers/proxies that append to the header.
     trusted_proxy_hops: int = 0
@@ -263,6 +267,10 @@ def _validate(settings: Settings) -> None:
     for key in ("job_max_media_per_second", "job_lease_seconds", "job_poll_interval_seconds"):
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{key.upper()} must be more than 0, got {getattr(settings, key)}")
+    if not 0 <= settings.api_key_cache_seconds <= 1:
+        raise ConfigError(
+            f"API_KEY_CACHE_SECONDS must be between 0 and 1, got {settings.api_key_cache_seconds}"
+        )
     if settings.ratelimit_storage_timeout_seconds <= 0:
         raise ConfigError(
             "RATELIMIT_STORAGE_TIMEOUT_SECONDS must be more than 0, "

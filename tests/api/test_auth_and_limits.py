@@ -22,7 +22,7 @@ from tests import servers
 from tests.helpers import Caller, body, settings_for, settings_of, stores_of, unknown_id, vector
 from wickson_batch import create_app
 from wickson_batch.api.ratelimits import PreciseRedisStorage
-from wickson_batch.config import load_settings
+from wickson_batch.config import ConfigError, load_settings
 from wickson_batch.protocol import SCOPES
 from wickson_batch.services import keys
 
@@ -140,6 +140,78 @@ def test_a_revoked_key_is_invalid_api_key(
 
     assert_error(response, 401, "INVALID_API_KEY")
     assert alice.get(mine).status_code == 200
+
+
+def _revoke_as_another_process(app: Flask, key_id: int) -> None:
+    """Revoke a key the way `wickson-batch keys revoke` in another process does: in SQL only."""
+    with stores_of(app).db.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+            {"id": key_id},
+        )
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_the_cache_bound(
+    app: Flask, client: FlaskClient, mine: str
+) -> None:
+    bound = settings_of(app).api_key_cache_seconds
+    assert bound == 1.0  # the documented default, and the most API_KEY_CACHE_SECONDS allows
+    info, secret = keys.create_key(stores_of(app).db, owner="alice")
+    assert call(client, app, "get", secret, mine).status_code == 200  # looked up: cached
+    _revoke_as_another_process(app, info.id)
+    revoked = time.monotonic()
+
+    # Refused by every request that starts more than the bound after the revocation.
+    time.sleep(bound)
+    for route in ("get", "batch"):
+        assert time.monotonic() - revoked >= bound
+        assert_error(call(client, app, route, secret, mine), 401, "INVALID_API_KEY")
+
+
+def test_a_cached_key_is_trusted_for_the_bound_and_looked_up_again_after(app: Flask) -> None:
+    db = stores_of(app).db
+    info, secret = keys.create_key(db, owner="alice")
+    now = [100.0]
+    cache = keys.KeyCache(1.0, clock=lambda: now[0])
+    principal = keys.authenticate(db, secret, cache)
+    assert principal is not None and principal.key_id == info.id
+    _revoke_as_another_process(app, info.id)
+
+    now[0] += 0.999  # within the bound: the lookup of 0.999 s ago still answers
+    assert keys.authenticate(db, secret, cache) == principal
+    now[0] += 0.001  # the bound reached: looked up again, and refused
+    assert keys.authenticate(db, secret, cache) is None
+    assert keys.authenticate(db, secret, cache) is None  # a wrong key is never cached
+
+
+def test_revoking_in_this_process_voids_every_cached_lookup_at_once(app: Flask) -> None:
+    db = stores_of(app).db
+    info, secret = keys.create_key(db, owner="alice")
+    cache = keys.KeyCache(1.0, clock=lambda: 0.0)  # time stands still: only revocation ends it
+    assert keys.authenticate(db, secret, cache) is not None
+
+    keys.revoke_key(db, info.id)
+
+    assert keys.authenticate(db, secret, cache) is None
+
+
+def test_without_the_key_cache_a_revocation_elsewhere_is_refused_at_once(tmp_path: Path) -> None:
+    app = create_app(settings_for(tmp_path, "edge", API_KEY_CACHE_SECONDS=0))
+    try:
+        client = app.test_client()
+        info, secret = keys.create_key(stores_of(app).db, owner="alice")
+        missing = f"/v1/media/{unknown_id()}"
+        assert client.get(missing, headers={"X-Api-Key": secret}).status_code == 404
+        _revoke_as_another_process(app, info.id)
+        response = client.get(missing, headers={"X-Api-Key": secret})
+        assert_error(response, 401, "INVALID_API_KEY")
+    finally:
+        stores_of(app).close()
+
+
+def test_a_key_cache_longer_than_one_second_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="API_KEY_CACHE_SECONDS must be between 0 and 1"):
+        load_settings(settings_for(tmp_path, "edge", API_KEY_CACHE_SECONDS=1.5))
 
 
 def test_revoking_one_key_leaves_the_owners_other_keys_working(

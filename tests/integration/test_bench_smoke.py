@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS = {"n", "p50", "p90", "p99", "max"}
-TARGETS = 4
+TARGETS = 5
 
 
 def _assert_stats(stats: dict[str, Any], samples: int) -> None:
@@ -52,6 +52,17 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
             ratio = result["ratio_http_to_floor_p50"][size]
             expected = result["latency_ms"][size]["p50"] / result["floor_ms"][size]["total"]["p50"]
             assert ratio == pytest.approx(expected, abs=0.01)
+        if result["engine"] == "edge":  # the raw floor is qdrant-edge's
+            assert set(result["raw_floor_ms"]) == {"1", "10", "100"}
+            for size in ("1", "10", "100"):
+                for part in ("total", "sql", "vectors"):
+                    _assert_stats(result["raw_floor_ms"][size][part], samples)
+                raw = result["raw_floor_ms"][size]["total"]["p50"]
+                expected = result["latency_ms"][size]["p50"] / raw
+                ratio = result["ratio_http_to_raw_floor_p50"][size]
+                assert ratio == pytest.approx(expected, abs=0.01)
+        else:
+            assert "raw_floor_ms" not in result
         _assert_stats(result["service_ms"]["100"], samples)
         assert result["start_seconds"]["median"] > 0
         assert len(result["start_seconds"]["all"]) == result["server_sessions"] >= 1
@@ -68,5 +79,7 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     assert len(checks) == TARGETS
     assert {c["status"] for c in checks} <= {"pass", "miss", "not run"}
     assert checks[0]["status"] in {"pass", "miss"} and checks[0]["ratio"] > 0
+    assert checks[0]["target"].startswith("100-id HTTP p50 / raw floor p50")
     assert checks[2]["status"] == "not run"  # no 1M store at the smoke size
+    assert checks[-1]["target"].startswith("media/s with 1 client(s) / with 2")
     assert "targets (ratios measured in this run):" in done.stdout

@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .. import logs
 from ..config import Settings
 from ..services.stores import Stores
-from . import docs, errors, health, jobs, media, metrics, openapi, operations, ratelimits
+from . import auth, docs, errors, health, jobs, media, metrics, openapi, operations, ratelimits
 from .context import SETTINGS_EXTENSION, STORES_EXTENSION
 
 __all__ = ["build_api"]
@@ -32,6 +32,7 @@ def build_api(settings: Settings, held: Stores) -> Flask:
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
+    auth.init_key_cache(app, settings.api_key_cache_seconds)
     logs.init_app(app)
     # Before the limiter, so that a refused request is timed too.
     metrics.init_app(app, settings, held)

@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
 from limits import parse
 
 from ..db import DatabaseUnavailable
 from ..protocol import API_KEY_HEADER, RETRY_AFTER_HEADER
-from ..services.keys import Principal, authenticate
+from ..services.keys import KeyCache, Principal, authenticate
 from .context import settings, stores
 from .errors import InsufficientPermissions, InvalidApiKey, RateLimitExceeded
 
@@ -20,10 +20,22 @@ if TYPE_CHECKING:
     from .ratelimits import FallbackLimiter
 
 LIMITER_EXTENSION = "wickson_limiter"
+KEY_CACHE_EXTENSION = "wickson_key_cache"
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _UNSET = object()
+
+
+def init_key_cache(app: Flask, ttl: float) -> None:
+    """Give the app the cache of recently looked-up keys (API_KEY_CACHE_SECONDS)."""
+    app.extensions[KEY_CACHE_EXTENSION] = KeyCache(ttl)
+
+
+def key_cache() -> KeyCache:
+    """Return the current app's cache of recently looked-up keys."""
+    found: KeyCache = current_app.extensions[KEY_CACHE_EXTENSION]
+    return found
 
 
 def current_principal() -> Principal | None:
@@ -31,7 +43,7 @@ def current_principal() -> Principal | None:
     found = g.get("principal", _UNSET)
     if found is _UNSET:
         key = request.headers.get(API_KEY_HEADER, "")
-        found = authenticate(stores().db, key) if key else None
+        found = authenticate(stores().db, key, key_cache()) if key else None
         g.principal = found
     return cast(Principal | None, found)
 

@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -156,6 +156,30 @@ def claimed_target(session: Session, claim: IdempotencyClaim, now: datetime) -> 
     return str(row.operation_id)
 
 
+# The statements of a batch, built once as Core statements on the tables: neither built
+# again nor given a new cache key per request, and without the ORM's bulk-statement layer
+# (nothing of it is used: no objects are loaded or synchronised).
+_MEDIA = cast(Table, Media.__table__)
+_TASKS = cast(Table, CleanupTask.__table__)
+_OPERATIONS = cast(Table, Operation.__table__)
+_DELETE_LIVE = (
+    delete(_MEDIA)
+    .where(
+        _MEDIA.c.id.in_(bindparam("ids", expanding=True)),
+        _MEDIA.c.owner == bindparam("owner"),
+        _MEDIA.c.state == MediaState.LIVE,
+    )
+    .returning(_MEDIA.c.id, _MEDIA.c.hd_count, _MEDIA.c.ld_count)
+)
+_INSERT_OPERATION = insert(_OPERATIONS)
+_CLOSE_TASKS = delete(_TASKS).where(_TASKS.c.operation_id == bindparam("operation_id"))
+_STORE_RESULT = (
+    update(_OPERATIONS)
+    .where(_OPERATIONS.c.id == bindparam("operation_id"))
+    .values(result=bindparam("result"))
+)
+
+
 def _decide(
     db: Database,
     outcome: BatchOutcome,
@@ -180,13 +204,8 @@ def _decide(
             # First in the transaction: a concurrent request with the same key waits on
             # this row and fails here, before it has deleted anything.
             claim_key(session, claim, outcome.operation_id, now)
-        statement = (
-            delete(Media)
-            .where(Media.id.in_(media_ids), Media.owner == owner, Media.state == MediaState.LIVE)
-            .returning(Media.id, Media.hd_count, Media.ld_count)
-            .execution_options(synchronize_session=False)
-        )
-        found = {row.id: row for row in session.execute(statement)}
+        rows = session.execute(_DELETE_LIVE, {"ids": list(media_ids), "owner": owner})
+        found = {row.id: row for row in rows}
         outcome.deleted, outcome.failed = _split(media_ids, found)
         if outcome.deleted:
             queue_cleanup(session, outcome.deleted, outcome.operation_id, now)
@@ -194,17 +213,18 @@ def _decide(
             outcome.status = OperationStatus.COMPLETED
             outcome.processing_time_ms = _elapsed_ms(started)
         session.execute(
-            insert(Operation).values(
-                id=outcome.operation_id,
-                owner=owner,
-                api_key_id=api_key_id,
-                reason=outcome.reason,
-                created_at=now,
-                requested=len(media_ids),
-                deleted=len(outcome.deleted),
-                failed=len(outcome.failed),
-                result=_stored_result(outcome),
-            )
+            _INSERT_OPERATION,
+            {
+                "id": outcome.operation_id,
+                "owner": owner,
+                "api_key_id": api_key_id,
+                "reason": outcome.reason,
+                "created_at": now,
+                "requested": len(media_ids),
+                "deleted": len(outcome.deleted),
+                "failed": len(outcome.failed),
+                "result": _stored_result(outcome),
+            },
         )
         if on_decided is not None:
             on_decided(session, outcome)
@@ -260,13 +280,10 @@ def _finish(db: Database, outcome: BatchOutcome) -> None:
     try:
         with db.unit_of_work() as uow:
             if not outcome.cleanup_pending:
-                uow.session.execute(
-                    delete(CleanupTask).where(CleanupTask.operation_id == outcome.operation_id)
-                )
+                uow.session.execute(_CLOSE_TASKS, {"operation_id": outcome.operation_id})
             uow.session.execute(
-                update(Operation)
-                .where(Operation.id == outcome.operation_id)
-                .values(result=_stored_result(outcome))
+                _STORE_RESULT,
+                {"operation_id": outcome.operation_id, "result": _stored_result(outcome)},
             )
             uow.commit()
     except Exception as error:  # the batch is decided; its answer must still reach the caller

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -123,18 +124,68 @@ def revoke_key(db: Database, key_id: int) -> None:
             .values(revoked_at=utcnow())
         )
         uow.commit()
+    _revocations[0] += 1
 
 
-def authenticate(db: Database, key: str) -> Principal | None:
-    """Return the principal of a valid, unrevoked key, else None."""
+# Bumped by every revocation in this process: it voids every KeyCache entry made before it.
+_revocations = [0]
+
+
+class KeyCache:
+    """The principals of keys looked up in the last `ttl` seconds (at most MAX_ENTRIES).
+
+    Only valid keys are kept (a wrong key is looked up, and counted, every time). An entry
+    is trusted for `ttl` seconds from the lookup that made it, so a key revoked by another
+    process is refused by every request that starts more than `ttl` after the revocation
+    committed; `revoke_key` in this process voids every entry at once.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[float, int, Principal]] = {}
+
+    def get(self, key_hash: str) -> Principal | None:
+        """Return the cached principal of a key hash, None if absent, expired or voided."""
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        expires, generation, principal = entry
+        if generation != _revocations[0] or self._clock() >= expires:
+            self._entries.pop(key_hash, None)
+            return None
+        return principal
+
+    def put(self, key_hash: str, principal: Principal, generation: int) -> None:
+        """Remember a principal looked up when revocations were at `generation`."""
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key_hash] = (self._clock() + self.ttl, generation, principal)
+
+
+def authenticate(db: Database, key: str, cache: KeyCache | None = None) -> Principal | None:
+    """Return the principal of a valid, unrevoked key, else None (see KeyCache for `cache`)."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
+    key_hash = hash_key(key)
+    if cache is not None:
+        cached = cache.get(key_hash)
+        if cached is not None:
+            return cached
+    generation = _revocations[0]  # read before the lookup: a revocation during it voids it
     with db.unit_of_work() as uow:
         row = uow.session.execute(
             select(ApiKey.id, ApiKey.owner, ApiKey.scopes, ApiKey.rate_limit).where(
-                ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
+                ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
             )
         ).first()
     if row is None:
         return None
-    return Principal(row.id, row.owner, frozenset(row.scopes.split()), row.rate_limit)
+    principal = Principal(row.id, row.owner, frozenset(row.scopes.split()), row.rate_limit)
+    if cache is not None:
+        cache.put(key_hash, principal, generation)
+    return principal

@@ -7,16 +7,20 @@ removed the same way everywhere.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import insert
+from sqlalchemy import DateTime, Table, bindparam, insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
-from ..models import CleanupTask
+from ..models import CleanupTask, UtcDateTime
 from ..vectors.base import SPACES, Space, VectorIndex, point_ids_for
 
 log = structlog.get_logger("wickson_batch")
@@ -58,21 +62,53 @@ def queue_cleanup(
     A task is left alone until it is older than the reconciler's grace period (a request
     may still be removing the points itself); `created_at` in the past makes it due at once.
     """
+    # A Core executemany on the table, not the ORM's bulk insert of the mapped class, and
+    # the two timestamps converted for the database once per batch, not once per row:
+    # the same rows, at a quarter of the ORM's cost for 100 of them (docs/performance.md).
+    stamp = _timestamp_processor(session.get_bind().dialect)
+    created, due = stamp(created_at or now), stamp(now)
     session.execute(
-        insert(CleanupTask),
+        _INSERT_TASKS,
         [
             {
                 "media_id": item.media_id,
                 "operation_id": operation_id,
                 "hd_count": item.hd_count,
                 "ld_count": item.ld_count,
-                "created_at": created_at or now,
-                "next_attempt_at": now,
-                "attempts": 0,
+                "task_created_at": created,
+                "task_due_at": due,
             }
             for item in items
         ],
     )
+
+
+class _Converted(TypeDecorator[Any]):
+    """A UtcDateTime value already converted for the driver: sent as it is."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+# The timestamps arrive converted (by UtcDateTime's own bind processor, once per batch),
+# so that SQLAlchemy passes them through untouched on every row.
+_INSERT_TASKS = insert(cast(Table, CleanupTask.__table__)).values(
+    created_at=bindparam("task_created_at", type_=_Converted()),
+    next_attempt_at=bindparam("task_due_at", type_=_Converted()),
+    attempts=0,
+)
+
+
+@functools.cache
+def _timestamp_processor(dialect: Dialect) -> Callable[[datetime], Any]:
+    """Return how a UtcDateTime value is sent to `dialect`'s driver (itself if unchanged)."""
+    processor = UtcDateTime().bind_processor(dialect)
+    if processor is None:  # pragma: no cover - UtcDateTime always converts
+        return lambda value: value
+    return processor
 
 
 def remove_points(
