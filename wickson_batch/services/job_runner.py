@@ -33,6 +33,7 @@ from ..models import DeletionJob, DeletionJobItem, Media, utcnow
 from ..protocol import ErrorCode, FailureReason, ItemStatus, JobStatus
 from ..vectors.base import VectorIndex
 from .deletion import BatchOutcome, delete_batch
+from .errors import STORE_ERRORS
 from .jobs import JobView, log_state, matched_ids
 from .selection import parse_selection
 
@@ -472,6 +473,8 @@ class JobRunner:
             try:
                 if self.run_once() is not None:
                     continue  # look for the next job at once
+            except STORE_ERRORS as error:  # a store down: expected; the next look retries
+                log.warning("job.runner_failed", holder=self.holder, error=str(error))
             except Exception:  # keep the thread alive; the lease lapses and the job resumes
                 log.exception("job.runner_failed", holder=self.holder)
             self._stop.wait(self.settings.poll_interval_seconds)
