@@ -452,7 +452,9 @@ def test_redis_hung_then_stopped_limits_from_memory_and_returns(
     recorder = Recorder(server, key)
     try:
         recorder.start(
-            *[(recorder.batches, (ids[n::3], 20, 0.05, 0.05)) for n in range(3)],
+            # 10 ids a batch, 0.1 s apart: at least 10 s of batches however fast the
+            # server is, so that some are sent once Redis is back.
+            *[(recorder.batches, (ids[n::3], 10, 0.1, 0.05)) for n in range(3)],
             (recorder.reads, (ids[::-1], 0.02)),
             (recorder.probe, ("readyz", 0.1)),
         )
